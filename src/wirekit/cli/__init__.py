@@ -1,0 +1,1 @@
+"""Command-line front: one module per command; parse, call the feature, print."""

@@ -1,0 +1,1 @@
+"""The echo service: any bytes in, the same bytes back, over TCP (optionally TLS) and UDP."""

@@ -1,0 +1,376 @@
+"""A TCP server on asyncio Protocols, with limits, statistics and graceful shutdown.
+
+Application logic lives in a :class:`Handler`, one per connection, which receives frames (raw
+chunks, lines or length-prefixed frames, per ``framing``) and answers through its
+:class:`Connection`. The server enforces :class:`~wirekit.limits.Limits`: maximum connections,
+idle timeout, maximum frame/line size and write back-pressure. A handler that raises, or a peer
+that breaks the framing, costs only its own connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl as ssl_module
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from ..errors import OversizeError, PeerError, UsageError
+from ..limits import Limits
+from ..proto.framing import Framer, LengthPrefixedFramer, LineFramer
+from .sockets import bind_error, format_hostport
+from .stats import ConnectionStats, ServerSnapshot, ServerStats
+
+log = logging.getLogger("wirekit.server")
+
+Framing = Literal["raw", "line", "length"]
+FRAMINGS: tuple[Framing, ...] = ("raw", "line", "length")
+
+
+def make_framer(framing: Framing, limits: Limits) -> Framer | None:
+    if framing == "raw":
+        return None
+    if framing == "line":
+        return LineFramer(limits.max_line)
+    if framing == "length":
+        return LengthPrefixedFramer(limits.max_frame)
+    raise UsageError(f"unknown framing {framing!r}; choose from {', '.join(FRAMINGS)}")
+
+
+class Handler:
+    """Per-connection application logic. Subclass and override :meth:`frame_received`."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def frame_received(self, frame: bytes) -> None:
+        raise NotImplementedError
+
+    def connection_lost(self, reason: str) -> None:
+        """The connection closed; ``reason`` is the same string counted in the metrics."""
+
+
+HandlerFactory = Callable[["Connection"], Handler]
+
+
+class Connection(asyncio.Protocol):
+    """One accepted connection: the protocol asyncio drives and the API handlers use."""
+
+    __slots__ = (
+        "_close_reason",
+        "_framer",
+        "_handler",
+        "_on_frame",
+        "_server",
+        "_time",
+        "_timed",
+        "stats",
+        "transport",
+    )
+
+    def __init__(self, server: TcpServer) -> None:
+        self._server = server
+        self._framer = make_framer(server.framing, server.limits)
+        self._timed = self._framer is not None
+        self._time = asyncio.get_running_loop().time
+        self._close_reason: str | None = None
+        self.transport: asyncio.Transport | None = None
+        self.stats = ConnectionStats("", 0.0)
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        server = self._server
+        peer = transport.get_extra_info("peername")
+        self.stats = ConnectionStats(format_peer(peer), self._time())
+        if len(server.stats.live) >= server.limits.max_connections:
+            server.stats.rejected += 1
+            self._close_reason = "rejected"
+            transport.abort()
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.set_write_buffer_limits(
+            high=server.limits.write_buffer_high, low=server.limits.write_buffer_low
+        )
+        server._connection_opened(self)
+        self._handler = server.handler_factory(self)
+        self._on_frame = self._handler.frame_received
+
+    def data_received(self, data: bytes) -> None:
+        stats = self.stats
+        stats.bytes_in += len(data)
+        stats.last_activity = self._time()
+        framer = self._framer
+        if framer is None:
+            stats.frames_in += 1
+            try:
+                self._on_frame(data)
+            except Exception as exc:
+                self._handler_failed(exc)
+            return
+        try:
+            frames = framer.receive_data(data)
+        except OversizeError as exc:
+            self._deliver(exc.frames)
+            self._peer_failed(exc)
+            return
+        except PeerError as exc:
+            self._peer_failed(exc)
+            return
+        self._deliver(frames)
+
+    def eof_received(self) -> bool | None:
+        self._close_reason = self._close_reason or "peer-closed"
+        return None  # let asyncio close the transport once the write buffer drains
+
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = self._close_reason or ("reset" if exc is not None else "peer-closed")
+        if reason == "rejected":
+            return
+        self._server._connection_closed(self, reason)
+        try:
+            self._handler.connection_lost(reason)
+        except Exception:
+            log.exception("handler.connection_lost failed", extra={"peer": self.stats.peer})
+
+    # -- what handlers use --------------------------------------------------------------------
+    @property
+    def peer(self) -> str:
+        return self.stats.peer
+
+    @property
+    def server(self) -> TcpServer:
+        return self._server
+
+    def send(self, frame: bytes) -> None:
+        """Frame ``frame`` per the server's framing and write it. Never blocks."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        data = frame if self._framer is None else self._framer.encode(frame)
+        transport.write(data)
+        stats = self.stats
+        stats.bytes_out += len(data)
+        stats.frames_out += 1
+
+    def close(self, reason: str = "server-closed") -> None:
+        """Close after flushing what was written; ``reason`` is logged and counted."""
+        if self._close_reason is None or self._close_reason == "peer-closed":
+            self._close_reason = reason
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self, reason: str) -> None:
+        self._close_reason = reason
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- internals ----------------------------------------------------------------------------
+    def _deliver(self, frames: list[bytes]) -> None:
+        stats = self.stats
+        on_frame = self._on_frame
+        for frame in frames:
+            stats.frames_in += 1
+            started = time.perf_counter()
+            try:
+                on_frame(frame)
+            except Exception as exc:
+                self._handler_failed(exc)
+                return
+            stats.response_times.record(time.perf_counter() - started)
+
+    def _peer_failed(self, exc: PeerError) -> None:
+        self.stats.errors += 1
+        self._server.stats.errors[exc.hint] += 1
+        log.warning(
+            "closing connection: %s",
+            exc,
+            extra={"event": "peer_error", "reason": exc.hint, "peer": self.stats.peer},
+        )
+        self.close(exc.hint)
+
+    def _handler_failed(self, exc: Exception) -> None:
+        self.stats.errors += 1
+        self._server.stats.errors["handler-error"] += 1
+        log.error(
+            "handler failed: %r",
+            exc,
+            exc_info=exc,
+            extra={"event": "handler_error", "peer": self.stats.peer},
+        )
+        self.abort("handler-error")
+
+
+def format_peer(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return format_hostport(str(peer[0]), int(peer[1]))
+    return str(peer or "?")
+
+
+class TcpServer:
+    """A bounded TCP server. Use as ``async with TcpServer(...) as server:`` or call
+    :meth:`start` and :meth:`shutdown`.
+
+    ``start`` binds before it returns, so a bind error (port in use, bad address) reaches the
+    caller as a :class:`~wirekit.errors.UsageError`.
+    """
+
+    def __init__(
+        self,
+        handler_factory: HandlerFactory,
+        *,
+        name: str = "tcp",
+        framing: Framing = "raw",
+        limits: Limits | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        ssl_handshake_timeout: float = 10.0,
+    ) -> None:
+        self.handler_factory = handler_factory
+        self.name = name
+        self.framing = framing
+        self.limits = limits or Limits()
+        make_framer(framing, self.limits)  # validate early
+        self.ssl = ssl
+        self.ssl_handshake_timeout = ssl_handshake_timeout
+        self.stats = ServerStats(name, "tcp")
+        self._connections: dict[int, Connection] = {}
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(
+        self, host: str, port: int, *, reuse_port: bool = False, backlog: int = 1024
+    ) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(
+                lambda: Connection(self),
+                host,
+                port,
+                reuse_port=reuse_port or None,
+                backlog=backlog,
+                ssl=self.ssl,
+                ssl_handshake_timeout=self.ssl_handshake_timeout if self.ssl else None,
+            )
+        except OSError as exc:
+            raise bind_error(exc, host, port) from None
+        if self.ssl is not None:
+            _count_tls_failures(loop, self)
+        self.stats.address = format_hostport(*self.address)
+        self._schedule_sweep()
+        log.info(
+            "listening",
+            extra={"event": "listening", "server": self.name, "address": self.stats.address},
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The first bound (host, port): the real port when started on port 0."""
+        if self._server is None or not self._server.sockets:
+            raise UsageError("server is not started")
+        name = self._server.sockets[0].getsockname()
+        return str(name[0]), int(name[1])
+
+    def statistics(self, *, connections: bool = False) -> ServerSnapshot:
+        now = self._loop.time() if self._loop else 0.0
+        return self.stats.snapshot(now, connections=connections)
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Stop accepting, let open connections finish for ``grace`` seconds, then close them."""
+        if self._server is None:
+            return
+        grace = self.limits.shutdown_grace if grace is None else grace
+        self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        log.info(
+            "shutting down",
+            extra={"event": "shutdown", "server": self.name, "open": len(self._connections)},
+        )
+        if self._connections:
+            try:
+                async with asyncio.timeout(grace):
+                    await self._idle.wait()
+            except TimeoutError:
+                pass
+        for conn in list(self._connections.values()):
+            conn.close("shutdown")
+        if self._connections:
+            try:  # closing flushes write buffers; abort whoever does not read them
+                async with asyncio.timeout(1.0):
+                    await self._idle.wait()
+            except TimeoutError:
+                for conn in list(self._connections.values()):
+                    conn.abort("shutdown")
+        await self._server.wait_closed()
+        self._server = None
+
+    async def __aenter__(self) -> TcpServer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.shutdown(grace=0)
+
+    # -- called by Connection -----------------------------------------------------------------
+    def _connection_opened(self, conn: Connection) -> None:
+        self._connections[conn.stats.id] = conn
+        self.stats.opened(conn.stats)
+        self._idle.clear()
+
+    def _connection_closed(self, conn: Connection, reason: str) -> None:
+        self._connections.pop(conn.stats.id, None)
+        self.stats.closed_connection(conn.stats, reason)
+        if not self._connections:
+            self._idle.set()
+
+    def _schedule_sweep(self) -> None:
+        idle = self.limits.idle_timeout
+        if idle > 0 and self._loop is not None:
+            period = min(1.0, max(0.05, idle / 4))
+            self._sweeper = self._loop.call_later(period, self._sweep)
+
+    def _sweep(self) -> None:
+        assert self._loop is not None
+        deadline = self._loop.time() - self.limits.idle_timeout
+        for conn in list(self._connections.values()):
+            if conn.stats.last_activity < deadline:
+                conn.close("idle-timeout")
+        self._schedule_sweep()
+
+
+def _count_tls_failures(loop: asyncio.AbstractEventLoop, server: TcpServer) -> None:
+    """Count (and log in one line) TLS handshake failures instead of dumping tracebacks."""
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        message = str(context.get("message", ""))
+        if isinstance(exc, ssl_module.SSLError | ConnectionResetError) or "SSL" in message:
+            server.stats.errors["tls-handshake"] += 1
+            log.warning(
+                "TLS handshake failed: %s",
+                exc or message,
+                extra={"event": "tls_error", "server": server.name},
+            )
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)

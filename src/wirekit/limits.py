@@ -1,0 +1,37 @@
+"""Every limit wirekit enforces, with its default, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds for servers and clients. Each field documents the error raised when crossed.
+
+    * ``max_connections`` -- further connections are accepted and closed at once (counted as
+      ``rejected``).
+    * ``idle_timeout`` -- seconds without any byte in either direction before the server closes a
+      connection (reason ``idle-timeout``). ``0`` disables it.
+    * ``max_frame`` -- largest length-prefixed frame payload; a larger announced size closes the
+      connection with :class:`~wirekit.errors.FrameTooLarge`.
+    * ``max_line`` -- longest line (without the newline) in line framing;
+      :class:`~wirekit.errors.LineTooLong` past it.
+    * ``write_buffer_high`` / ``write_buffer_low`` -- transport write-buffer water marks; above
+      the high mark the server stops reading from that peer until the buffer drains (back-pressure).
+    * ``shutdown_grace`` -- seconds a graceful shutdown waits for open connections to finish
+      before closing them.
+    * ``udp_queue`` -- datagrams buffered per UDP endpoint before new ones are dropped (counted).
+    """
+
+    max_connections: int = 10_000
+    idle_timeout: float = 300.0
+    max_frame: int = 1 * MiB
+    max_line: int = 4 * KiB
+    write_buffer_high: int = 256 * KiB
+    write_buffer_low: int = 64 * KiB
+    shutdown_grace: float = 10.0
+    udp_queue: int = 1024
