@@ -39,8 +39,8 @@ from .proto.heartbeat import Beat, Heartbeat
 __version__ = "0.1.0"
 
 __all__ = [
-    "BadMessage",
     "Backoff",
+    "BadMessage",
     "Beat",
     "ConnectError",
     "Connection",
@@ -51,9 +51,9 @@ __all__ = [
     "Handler",
     "Heartbeat",
     "LengthPrefixedFramer",
+    "Limits",
     "LineFramer",
     "LineTooLong",
-    "Limits",
     "PeerError",
     "PoolClosed",
     "PoolStatistics",

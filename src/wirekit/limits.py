@@ -35,3 +35,7 @@ class Limits:
     write_buffer_low: int = 64 * KiB
     shutdown_grace: float = 10.0
     udp_queue: int = 1024
+
+
+DEFAULTS = Limits()
+"""The default limits, for default arguments."""

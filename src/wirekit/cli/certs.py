@@ -10,8 +10,12 @@ from .common import emit_json, json_option
 
 @click.command(short_help="Local CA and server certificates.")
 @click.argument("names", nargs=-1)
-@click.option("--out", default="wirekit-data/certs", show_default=True,
-              help="Directory for ca.pem, ca-key.pem, server.pem, server-key.pem.")
+@click.option(
+    "--out",
+    default="wirekit-data/certs",
+    show_default=True,
+    help="Directory for ca.pem, ca-key.pem, server.pem, server-key.pem.",
+)
 @json_option
 def certs(names: tuple[str, ...], out: str, as_json: bool) -> None:
     """Create a local CA (once) and a server certificate for NAMES (DNS names or IPs).

@@ -16,7 +16,7 @@ from ..net.addr import parse_hostport
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class HostPort(click.ParamType):
+class HostPort(click.ParamType):  # type: ignore[type-arg]
     """A ``HOST:PORT`` argument, checked at parse time."""
 
     name = "HOST:PORT"
@@ -55,19 +55,31 @@ def tls_server_options(f: F) -> F:
 def limit_options(f: F) -> F:
     d = Limits()
     f = click.option(
-        "--grace", type=float, default=d.shutdown_grace, show_default=True,
+        "--grace",
+        type=float,
+        default=d.shutdown_grace,
+        show_default=True,
         help="Seconds a graceful shutdown waits for open connections.",
     )(f)
     f = click.option(
-        "--idle-timeout", type=float, default=d.idle_timeout, show_default=True,
+        "--idle-timeout",
+        type=float,
+        default=d.idle_timeout,
+        show_default=True,
         help="Close connections idle this many seconds (0: never).",
     )(f)
     f = click.option(
-        "--max-frame", type=int, default=d.max_frame, show_default=True,
+        "--max-frame",
+        type=int,
+        default=d.max_frame,
+        show_default=True,
         help="Largest frame (length framing) in bytes.",
     )(f)
     f = click.option(
-        "--max-line", type=int, default=d.max_line, show_default=True,
+        "--max-line",
+        type=int,
+        default=d.max_line,
+        show_default=True,
         help="Longest line (line framing) in bytes.",
     )(f)
     return click.option(

@@ -19,11 +19,18 @@ def discover() -> None:
 
 def _group_options(f: click.decorators.FC) -> click.decorators.FC:
     f = click.option(
-        "--interface", default="0.0.0.0", show_default=True,
+        "--interface",
+        default="0.0.0.0",
+        show_default=True,
         help="Local address of the interface to use (127.0.0.1 keeps it on this host).",
     )(f)
-    f = click.option("--group-port", type=int, default=DEFAULT_PORT, show_default=True,
-                     help="Multicast UDP port.")(f)
+    f = click.option(
+        "--group-port",
+        type=int,
+        default=DEFAULT_PORT,
+        show_default=True,
+        help="Multicast UDP port.",
+    )(f)
     return click.option("--group", default=DEFAULT_GROUP, show_default=True,
                         help="Multicast group address.")(f)  # fmt: skip
 
@@ -31,10 +38,16 @@ def _group_options(f: click.decorators.FC) -> click.decorators.FC:
 @discover.command("announce", short_help="Announce a service.")
 @click.argument("name")
 @click.option("--port", type=int, required=True, help="Port the service listens on.")
-@click.option("--interval", type=float, default=5.0, show_default=True,
-              help="Seconds between announcements.")
-@click.option("--ttl", type=float, default=15.0, show_default=True,
-              help="Seconds listeners keep the service without a new announcement.")
+@click.option(
+    "--interval", type=float, default=5.0, show_default=True, help="Seconds between announcements."
+)
+@click.option(
+    "--ttl",
+    type=float,
+    default=15.0,
+    show_default=True,
+    help="Seconds listeners keep the service without a new announcement.",
+)
 @click.option("--hops", type=int, default=1, show_default=True, help="Multicast TTL (routers).")
 @click.option("--count", type=int, default=None, help="Stop after this many announcements.")
 @_group_options

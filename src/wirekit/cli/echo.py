@@ -7,7 +7,8 @@ from typing import Any
 import click
 
 from ..echo import client as echo_client
-from ..echo.server import EchoConfig, serve as serve_echo
+from ..echo.server import EchoConfig
+from ..echo.server import serve as serve_echo
 from ..io.loop import run
 from ..io.server import FRAMINGS
 from .common import (
@@ -31,18 +32,25 @@ def server_options(f: Any) -> Any:
     f = limit_options(f)
     f = tls_server_options(f)
     f = click.option(
-        "--data", "data_dir", default="wirekit-data", show_default=True,
+        "--data",
+        "data_dir",
+        default="wirekit-data",
+        show_default=True,
         help="Data directory (TLS certificates live in DATA/certs).",
     )(f)
     f = click.option(
-        "--workers", type=int, default=1, show_default=True,
+        "--workers",
+        type=int,
+        default=1,
+        show_default=True,
         help="Processes sharing the ports with SO_REUSEPORT.",
     )(f)
+    f = click.option("--recv-buffer", type=int, default=None, help="UDP SO_RCVBUF in bytes.")(f)
     f = click.option(
-        "--recv-buffer", type=int, default=None, help="UDP SO_RCVBUF in bytes."
-    )(f)
-    f = click.option(
-        "--framing", type=click.Choice(FRAMINGS), default="raw", show_default=True,
+        "--framing",
+        type=click.Choice(FRAMINGS),
+        default="raw",
+        show_default=True,
         help="raw: echo bytes as they come; line: echo each line; "
         "length: echo each u32-length-prefixed frame.",
     )(f)
@@ -73,9 +81,13 @@ def run_server(
 
 
 @echo.command("serve", short_help="Run the echo server.")
-@click.option("--tcp", type=HOSTPORT, default=None, help="TCP (or TLS) address, e.g. 127.0.0.1:7007.")
+@click.option(
+    "--tcp", type=HOSTPORT, default=None, help="TCP (or TLS) address, e.g. 127.0.0.1:7007."
+)
 @click.option("--udp", type=HOSTPORT, default=None, help="UDP address, e.g. 127.0.0.1:7007.")
-@click.option("--metrics", type=HOSTPORT, default=None, help="Serve /metrics and /connections here.")
+@click.option(
+    "--metrics", type=HOSTPORT, default=None, help="Serve /metrics and /connections here."
+)
 @server_options
 def echo_serve(
     tcp: tuple[str, int] | None,
@@ -112,16 +124,18 @@ def echo_send(
       wirekit echo send tcp://127.0.0.1:7007 hello --count 3
       wirekit echo send tls://localhost:7443 hi --ca wirekit-data/certs/ca.pem --json
     """
-    results = run(
-        echo_client.send(target, text.encode(), count=count, timeout=timeout, ca=ca)
-    )
+    results = run(echo_client.send(target, text.encode(), count=count, timeout=timeout, ca=ca))
     summary = echo_client.summarize(results)
     if as_json:
         emit_json(
             {
                 "target": target,
                 "replies": [
-                    {"seq": r.seq, "reply": r.reply.decode(errors="replace"), "rtt_ms": r.rtt_s * 1000}
+                    {
+                        "seq": r.seq,
+                        "reply": r.reply.decode(errors="replace"),
+                        "rtt_ms": r.rtt_s * 1000,
+                    }
                     for r in results
                 ],
                 "summary": summary,

@@ -11,12 +11,19 @@ from .echo import run_server, server_options
 
 
 @click.command(short_help="The main job (now: echo services + metrics).")
-@click.option("--tcp", type=HOSTPORT, default="127.0.0.1:7007", show_default=True,
-              help="TCP echo address.")
-@click.option("--udp", type=HOSTPORT, default="127.0.0.1:7007", show_default=True,
-              help="UDP echo address.")
-@click.option("--metrics", type=HOSTPORT, default="127.0.0.1:9107", show_default=True,
-              help="Prometheus /metrics, /connections and /healthz.")
+@click.option(
+    "--tcp", type=HOSTPORT, default="127.0.0.1:7007", show_default=True, help="TCP echo address."
+)
+@click.option(
+    "--udp", type=HOSTPORT, default="127.0.0.1:7007", show_default=True, help="UDP echo address."
+)
+@click.option(
+    "--metrics",
+    type=HOSTPORT,
+    default="127.0.0.1:9107",
+    show_default=True,
+    help="Prometheus /metrics, /connections and /healthz.",
+)
 @server_options
 def serve(
     tcp: tuple[str, int], udp: tuple[str, int], metrics: tuple[str, int], **opts: Any

@@ -46,23 +46,22 @@ async def announce(
     hello = Announcement("announce", name, port, instance, ttl).encode()
     bye = Announcement("bye", name, port, instance).encode()
     sent = 0
-    endpoint = await open_multicast(
-        group, group_port, interface=interface, ttl=hops, join=False
-    )
-    with stop_on_signals() as stop, endpoint:
-        while count is None or sent < count:
-            endpoint.send(hello, (group, group_port))
-            sent += 1
-            log.info("announced %s on port %d", name, port, extra={"instance": instance})
-            if count is not None and sent >= count:
-                break
-            try:
-                async with asyncio.timeout(interval):
-                    await stop.wait()
-                break
-            except TimeoutError:
-                pass
-        endpoint.send(bye, (group, group_port))
+    endpoint = await open_multicast(group, group_port, interface=interface, ttl=hops, join=False)
+    async with endpoint:
+        with stop_on_signals() as stop:
+            while count is None or sent < count:
+                endpoint.send(hello, (group, group_port))
+                sent += 1
+                log.info("announced %s on port %d", name, port, extra={"instance": instance})
+                if count is not None and sent >= count:
+                    break
+                try:
+                    async with asyncio.timeout(interval):
+                        await stop.wait()
+                    break
+                except TimeoutError:
+                    pass
+            endpoint.send(bye, (group, group_port))
     return sent
 
 
@@ -79,26 +78,27 @@ async def listen(
     loop = asyncio.get_running_loop()
     endpoint = await open_multicast(group, group_port, interface=interface)
     ends = None if duration is None else loop.time() + duration
-    with stop_on_signals() as stop, endpoint:
-        while not stop.is_set():
-            now = loop.time()
-            for change in registry.handle_timer(now):
-                on_change(change)
-            deadlines = [d for d in (registry.get_timer(), ends) if d is not None]
-            if ends is not None and now >= ends:
-                break
-            # Wake at least twice a second so a stop signal is noticed promptly.
-            wait = min([0.5, *(max(0.0, d - now) for d in deadlines)])
-            try:
-                data, (host, _) = await endpoint.receive(wait)
-            except TimeoutError:
-                continue
-            try:
-                ann = decode(data)
-            except PeerError as exc:
-                log.debug("ignored datagram from %s: %s", host, exc)
-                continue
-            change = registry.handle(ann, host, loop.time())
-            if change is not None:
-                on_change(change)
+    async with endpoint:
+        with stop_on_signals() as stop:
+            while not stop.is_set():
+                now = loop.time()
+                for change in registry.handle_timer(now):
+                    on_change(change)
+                deadlines = [d for d in (registry.get_timer(), ends) if d is not None]
+                if ends is not None and now >= ends:
+                    break
+                # Wake at least twice a second so a stop signal is noticed promptly.
+                wait = min([0.5, *(max(0.0, d - now) for d in deadlines)])
+                try:
+                    data, (host, _) = await endpoint.receive(wait)
+                except TimeoutError:
+                    continue
+                try:
+                    ann = decode(data)
+                except PeerError as exc:
+                    log.debug("ignored datagram from %s: %s", host, exc)
+                    continue
+                found = registry.handle(ann, host, loop.time())
+                if found is not None:
+                    on_change(found)
     return registry

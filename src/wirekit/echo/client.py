@@ -77,6 +77,3 @@ def summarize(results: list[RoundTrip]) -> dict[str, float]:
         "avg_ms": sum(rtts) / len(rtts) * 1000,
         "max_ms": rtts[-1] * 1000,
     }
-
-
-

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 from ..errors import UsageError
 from ..io.lifecycle import stop_on_signals
@@ -42,8 +43,7 @@ class UdpEcho(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop: not a subclass
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         totals = self.totals

@@ -19,8 +19,8 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from .sockets import bind_error
 from .stats import RESPONSE_BUCKETS, ServerSnapshot
@@ -45,16 +45,17 @@ class SnapshotCollector(Collector):
             labels=labels,
         )
         closed = CounterMetricFamily(
-            "wirekit_connections_closed", "Connections closed, by reason", labels=[*labels, "reason"]
+            "wirekit_connections_closed",
+            "Connections closed, by reason",
+            labels=[*labels, "reason"],
         )
-        errors = CounterMetricFamily(
-            "wirekit_errors", "Errors by kind", labels=[*labels, "kind"]
-        )
+        errors = CounterMetricFamily("wirekit_errors", "Errors by kind", labels=[*labels, "kind"])
         bytes_ = CounterMetricFamily(
             "wirekit_bytes", "Bytes by direction", labels=[*labels, "direction"]
         )
         frames = CounterMetricFamily(
-            "wirekit_frames", "Frames (TCP framed messages, raw chunks or datagrams)",
+            "wirekit_frames",
+            "Frames (TCP framed messages, raw chunks or datagrams)",
             labels=[*labels, "direction"],
         )
         response = HistogramMetricFamily(
@@ -74,7 +75,9 @@ class SnapshotCollector(Collector):
             frames.add_metric([*lv, "in"], snap.frames_in)
             frames.add_metric([*lv, "out"], snap.frames_out)
             cumulative, buckets = 0, []
-            for bound, n in zip([*RESPONSE_BUCKETS, float("inf")], snap.response_buckets, strict=True):
+            for bound, n in zip(
+                [*RESPONSE_BUCKETS, float("inf")], snap.response_buckets, strict=True
+            ):
                 cumulative += n
                 buckets.append((_bucket_label(bound), cumulative))
             response.add_metric(lv, buckets, snap.response_sum)

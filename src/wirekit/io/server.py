@@ -15,7 +15,7 @@ import socket
 import ssl as ssl_module
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from ..errors import OversizeError, PeerError, UsageError
 from ..limits import Limits
@@ -81,8 +81,7 @@ class Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        transport = self.transport = cast(asyncio.Transport, transport)  # uvloop: not a subclass
         server = self._server
         peer = transport.get_extra_info("peername")
         self.stats = ConnectionStats(format_peer(peer), self._time())

@@ -15,6 +15,7 @@ import os
 import ssl as ssl_module
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from ..errors import GaveUp, PeerError, UsageError
 from ..limits import Limits
@@ -101,8 +102,7 @@ class _ClientProtocol(asyncio.Protocol):
         self.lost = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop: not a subclass
         self.owner._connected(self)
 
     def data_received(self, data: bytes) -> None:

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from ..errors import UsageError
-from ..limits import Limits
+from ..limits import DEFAULTS
 from .sockets import bind_error
 
 Address = tuple[str, int]
@@ -146,7 +146,11 @@ def _membership(option: int, group: str, interface: str) -> tuple[int, int, byte
     if not ip.is_multicast:
         raise UsageError(f"{group} is not a multicast address")
     if ip.version == 6:
-        opt6 = socket.IPV6_JOIN_GROUP if option == socket.IP_ADD_MEMBERSHIP else socket.IPV6_LEAVE_GROUP
+        opt6 = (
+            socket.IPV6_JOIN_GROUP
+            if option == socket.IP_ADD_MEMBERSHIP
+            else socket.IPV6_LEAVE_GROUP
+        )
         index = socket.if_nametoindex(interface) if interface not in ("0.0.0.0", "") else 0
         return socket.IPPROTO_IPV6, opt6, ip.packed + struct.pack("@I", index)
     return socket.IPPROTO_IP, option, ip.packed + socket.inet_aton(interface)
@@ -190,7 +194,7 @@ async def open_udp(
     send_buffer: int | None = None,
     broadcast: bool = False,
     reuse_port: bool = False,
-    queue_size: int = Limits.udp_queue,
+    queue_size: int = DEFAULTS.udp_queue,
 ) -> UdpEndpoint:
     """A UDP endpoint bound to ``host:port`` (port 0: any free port)."""
     sock = udp_socket(
@@ -214,7 +218,7 @@ async def open_multicast(
     ttl: int = 1,
     loopback: bool = True,
     join: bool = True,
-    queue_size: int = Limits.udp_queue,
+    queue_size: int = DEFAULTS.udp_queue,
 ) -> UdpEndpoint:
     """An endpoint on ``port`` that (with ``join``) receives ``group`` and can send to it.
 

@@ -39,7 +39,9 @@ def parse_url(text: str, schemes: tuple[str, ...]) -> tuple[str, str, int]:
     """Split ``SCHEME://HOST:PORT`` into its parts, with ``SCHEME`` one of ``schemes``."""
     parts = urlsplit(text)
     if parts.scheme not in schemes or not parts.netloc:
-        raise UsageError(f"bad target {text!r}: expected {' or '.join(s + '://HOST:PORT' for s in schemes)}")
+        raise UsageError(
+            f"bad target {text!r}: expected {' or '.join(s + '://HOST:PORT' for s in schemes)}"
+        )
     host, port = parse_hostport(parts.netloc)
     return parts.scheme, host, port
 
@@ -49,6 +51,10 @@ def describe(text: str) -> dict[str, Any]:
 
     ``10.0.0.7/24`` is read as the host 10.0.0.7 on the network 10.0.0.0/24.
     """
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network
+    first: ipaddress.IPv4Address | ipaddress.IPv6Address
+    last: ipaddress.IPv4Address | ipaddress.IPv6Address
     try:
         if "/" in text:
             iface = ipaddress.ip_interface(text)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from ..errors import FrameTooLarge, LineTooLong, UsageError
-from ..limits import Limits
+from ..limits import DEFAULTS
 
 HEADER_SIZE = 4
 _MAX_U32 = 0xFFFFFFFF
@@ -41,7 +41,7 @@ class LengthPrefixedFramer:
 
     __slots__ = ("_broken", "_buf", "max_frame")
 
-    def __init__(self, max_frame: int = Limits.max_frame) -> None:
+    def __init__(self, max_frame: int = DEFAULTS.max_frame) -> None:
         if not 0 < max_frame <= _MAX_U32:
             raise UsageError(f"max_frame must be between 1 and {_MAX_U32}, got {max_frame}")
         self.max_frame = max_frame
@@ -94,7 +94,7 @@ class LineFramer:
 
     __slots__ = ("_broken", "_buf", "_scanned", "max_line")
 
-    def __init__(self, max_line: int = Limits.max_line) -> None:
+    def __init__(self, max_line: int = DEFAULTS.max_line) -> None:
         if max_line <= 0:
             raise UsageError(f"max_line must be positive, got {max_line}")
         self.max_line = max_line

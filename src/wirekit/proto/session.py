@@ -6,7 +6,7 @@ byte; integers are unsigned big-endian.
 =========  =====  =========================================  =================================
 frame      type   body                                       direction
 =========  =====  =========================================  =================================
-HELLO      0x01   session id (16 bytes)                      client -> server, first frame
+HELLO      0x01   session id (16 bytes), u64 acked through   client -> server, first frame
 WELCOME    0x02   u64 last sequence the server has           server -> client, answers HELLO
 DATA       0x03   u64 sequence, payload                      client -> server
 ACK        0x04   u64 sequence (cumulative)                  server -> client
@@ -16,7 +16,8 @@ PUSH       0x07   payload (unsequenced, best effort)         server -> client
 =========  =====  =========================================  =================================
 
 The client numbers messages from 1 and keeps every message until it is acknowledged. On each
-(re)connect it says HELLO; the server answers with the last sequence it has delivered for that
+(re)connect it says HELLO with the highest sequence already acknowledged to it (so a restarted
+server that forgot the session knows where the client's numbering stands); the server answers with the last sequence it has delivered for that
 session, the client drops what the server already has and resends the rest in order. The server
 delivers a sequence exactly once per session (it re-acknowledges duplicates without delivering
 them) and acknowledges only after its handler has run, so an acknowledged message is never lost.
@@ -29,7 +30,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from ..errors import BadMessage, UsageError
-from ..limits import Limits
+from ..limits import DEFAULTS
 from .framing import LengthPrefixedFramer
 from .heartbeat import Beat, Heartbeat
 
@@ -110,7 +111,7 @@ class ClientSession:
         session_id: bytes,
         *,
         max_unacked: int = 1024,
-        max_frame: int = Limits.max_frame,
+        max_frame: int = DEFAULTS.max_frame,
         ping_interval: float = 15.0,
         ping_timeout: float = 45.0,
     ) -> None:
@@ -165,7 +166,8 @@ class ClientSession:
         self._out.clear()
         self._heartbeat = Heartbeat(self._ping_interval, self._ping_timeout, now)
         self.state = ClientState.HANDSHAKE
-        self._emit(Frame.HELLO, self.session_id)
+        acked_through = self._outbox[0][0] - 1 if self._outbox else self._next_seq - 1
+        self._emit(Frame.HELLO, self.session_id + _u64(acked_through))
 
     def connection_lost(self) -> None:
         self.state = ClientState.DISCONNECTED
@@ -252,7 +254,7 @@ class SessionTable:
 class ServerSession:
     """The server side of one connection."""
 
-    def __init__(self, table: SessionTable, *, max_frame: int = Limits.max_frame) -> None:
+    def __init__(self, table: SessionTable, *, max_frame: int = DEFAULTS.max_frame) -> None:
         self._table = table
         self._framer = LengthPrefixedFramer(max_frame)
         self._out = bytearray()
@@ -272,10 +274,12 @@ class ServerSession:
                 raise BadMessage("empty frame")
             kind, body = frame[0], frame[1:]
             if kind == Frame.HELLO and self.session_id is None:
-                if len(body) != SESSION_ID_SIZE:
-                    raise BadMessage("HELLO needs a 16-byte session id")
-                self.session_id = bytes(body)
-                last = self._table.last_seq(self.session_id)
+                if len(body) != SESSION_ID_SIZE + _SEQ:
+                    raise BadMessage("HELLO needs a 16-byte session id and a u64")
+                self.session_id = bytes(body[:SESSION_ID_SIZE])
+                acked = _read_u64(body[SESSION_ID_SIZE:], "HELLO")
+                last = max(self._table.last_seq(self.session_id), acked)
+                self._table.record(self.session_id, last)
                 self._expected = last + 1
                 self._emit(Frame.WELCOME, _u64(last))
             elif kind == Frame.DATA and self.session_id is not None:
