@@ -21,7 +21,9 @@ frames_st = st.lists(st.binary(max_size=300), max_size=20)
 
 
 @given(frames=frames_st, cuts=st.lists(st.integers(min_value=0), max_size=30))
-def test_length_prefixed_round_trips_under_any_chunking(frames: list[bytes], cuts: list[int]) -> None:
+def test_length_prefixed_round_trips_under_any_chunking(
+    frames: list[bytes], cuts: list[int]
+) -> None:
     framer = LengthPrefixedFramer(max_frame=300)
     wire = b"".join(framer.encode(f) for f in frames)
     out: list[bytes] = []
@@ -47,7 +49,9 @@ lines_st = st.lists(
 
 
 @given(lines=lines_st, cuts=st.lists(st.integers(min_value=0), max_size=30), crlf=st.booleans())
-def test_lines_round_trip_under_any_chunking(lines: list[bytes], cuts: list[int], crlf: bool) -> None:
+def test_lines_round_trip_under_any_chunking(
+    lines: list[bytes], cuts: list[int], crlf: bool
+) -> None:
     framer = LineFramer(max_line=200)
     wire = b"".join(line + (b"\r\n" if crlf else b"\n") for line in lines)
     out: list[bytes] = []

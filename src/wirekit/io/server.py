@@ -63,6 +63,7 @@ class Connection(asyncio.Protocol):
         "_framer",
         "_handler",
         "_on_frame",
+        "_registered",
         "_server",
         "_time",
         "_timed",
@@ -76,12 +77,16 @@ class Connection(asyncio.Protocol):
         self._timed = self._framer is not None
         self._time = asyncio.get_running_loop().time
         self._close_reason: str | None = None
+        self._registered = False
         self.transport: asyncio.Transport | None = None
         self.stats = ConnectionStats("", 0.0)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = self.transport = cast(asyncio.Transport, transport)  # uvloop: not a subclass
+        self._setup(cast(asyncio.Transport, transport))  # uvloop: not a subclass
+
+    def _setup(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
         server = self._server
         peer = transport.get_extra_info("peername")
         self.stats = ConnectionStats(format_peer(peer), self._time())
@@ -97,6 +102,7 @@ class Connection(asyncio.Protocol):
             high=server.limits.write_buffer_high, low=server.limits.write_buffer_low
         )
         server._connection_opened(self)
+        self._registered = True
         self._handler = server.handler_factory(self)
         self._on_frame = self._handler.frame_received
 
@@ -137,7 +143,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         reason = self._close_reason or ("reset" if exc is not None else "peer-closed")
-        if reason == "rejected":
+        if not self._registered:
             return
         self._server._connection_closed(self, reason)
         try:
@@ -251,6 +257,7 @@ class TcpServer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._address: tuple[str, int] | None = None
 
     async def start(
         self, host: str, port: int, *, reuse_port: bool = False, backlog: int = 1024
@@ -268,9 +275,9 @@ class TcpServer:
             )
         except OSError as exc:
             raise bind_error(exc, host, port) from None
-        if self.ssl is not None:
-            _count_tls_failures(loop, self)
-        self.stats.address = format_hostport(*self.address)
+        name = self._server.sockets[0].getsockname()
+        self._address = str(name[0]), int(name[1])
+        self.stats.address = format_hostport(*self._address)
         self._schedule_sweep()
         log.info(
             "listening",
@@ -280,10 +287,9 @@ class TcpServer:
     @property
     def address(self) -> tuple[str, int]:
         """The first bound (host, port): the real port when started on port 0."""
-        if self._server is None or not self._server.sockets:
+        if self._address is None:
             raise UsageError("server is not started")
-        name = self._server.sockets[0].getsockname()
-        return str(name[0]), int(name[1])
+        return self._address
 
     def statistics(self, *, connections: bool = False) -> ServerSnapshot:
         now = self._loop.time() if self._loop else 0.0
@@ -350,26 +356,3 @@ class TcpServer:
             if conn.stats.last_activity < deadline:
                 conn.close("idle-timeout")
         self._schedule_sweep()
-
-
-def _count_tls_failures(loop: asyncio.AbstractEventLoop, server: TcpServer) -> None:
-    """Count (and log in one line) TLS handshake failures instead of dumping tracebacks."""
-    previous = loop.get_exception_handler()
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        message = str(context.get("message", ""))
-        if isinstance(exc, ssl_module.SSLError | ConnectionResetError) or "SSL" in message:
-            server.stats.errors["tls-handshake"] += 1
-            log.warning(
-                "TLS handshake failed: %s",
-                exc or message,
-                extra={"event": "tls_error", "server": server.name},
-            )
-            return
-        if previous is not None:
-            previous(loop, context)
-        else:
-            loop.default_exception_handler(context)
-
-    loop.set_exception_handler(handler)

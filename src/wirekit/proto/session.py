@@ -17,10 +17,11 @@ PUSH       0x07   payload (unsequenced, best effort)         server -> client
 
 The client numbers messages from 1 and keeps every message until it is acknowledged. On each
 (re)connect it says HELLO with the highest sequence already acknowledged to it (so a restarted
-server that forgot the session knows where the client's numbering stands); the server answers with the last sequence it has delivered for that
-session, the client drops what the server already has and resends the rest in order. The server
-delivers a sequence exactly once per session (it re-acknowledges duplicates without delivering
-them) and acknowledges only after its handler has run, so an acknowledged message is never lost.
+server that forgot the session knows where the numbering stands); the server answers with the
+last sequence it has delivered for that session, the client drops what the server already has
+and resends the rest in order. The server delivers a sequence exactly once per session (it
+re-acknowledges duplicates without delivering them) and acknowledges only after its handler has
+run, so an acknowledged message is never lost.
 """
 
 from __future__ import annotations
