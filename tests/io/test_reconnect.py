@@ -17,7 +17,7 @@ HELPER = Path(__file__).with_name("session_server.py")
 
 
 async def start_server(port: int, log: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220 - a quick fork, read in a thread below
         [sys.executable, str(HELPER), str(port), str(log)], stdout=subprocess.PIPE
     )
     assert proc.stdout is not None
