@@ -281,7 +281,8 @@ class ReconnectingClient:
                 self._acked = max(self._acked, event.seq)
             elif isinstance(event, Welcomed):
                 self._acked = max(self._acked, event.last_seq)
-                self._resent += self.session.unacked
+                if self._connects > 1:  # messages queued before the first connect are not resends
+                    self._resent += self.session.unacked
                 self._backoff.reset()
             elif isinstance(event, Pushed) and self._on_push is not None:
                 self._on_push(event.payload)
