@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -117,7 +116,3 @@ def resolve_tls(
     c, k = default_server_cert(data_dir)
     return str(c), str(k)
 
-
-def fail(message: str, code: int = 1) -> None:
-    click.echo(f"wirekit: error: {message}", err=True)
-    sys.exit(code)
