@@ -115,4 +115,3 @@ def resolve_tls(
 
     c, k = default_server_cert(data_dir)
     return str(c), str(k)
-
