@@ -121,7 +121,7 @@ async def test_pool_reuses_bounds_and_times_out() -> None:
         async def hold(n: int) -> None:
             async with pool.connection() as c:
                 await c.request(b"h")
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(1.0)  # well past the 0.2 s pool timeout
 
         holders = [asyncio.ensure_future(hold(i)) for i in range(2)]
         await asyncio.sleep(0.1)
