@@ -111,7 +111,7 @@ async def make_pool(address: tuple[str, int], **kw: object) -> ConnectionPool[Tc
 async def test_pool_reuses_bounds_and_times_out() -> None:
     async with TcpServer(EchoHandler) as server:
         await server.start("127.0.0.1", 0)
-        pool = await make_pool(server.address, max_size=2, pool_timeout=0.2)
+        pool = await make_pool(server.address, max_size=2, pool_timeout=0.5)
         for _ in range(5):
             async with pool.connection() as c:
                 assert await c.request(b"x") == b"x"
@@ -121,7 +121,7 @@ async def test_pool_reuses_bounds_and_times_out() -> None:
         async def hold(n: int) -> None:
             async with pool.connection() as c:
                 await c.request(b"h")
-                await asyncio.sleep(1.0)  # well past the 0.2 s pool timeout
+                await asyncio.sleep(0.8)  # past the first waiter's 0.5 s timeout
 
         holders = [asyncio.ensure_future(hold(i)) for i in range(2)]
         await asyncio.sleep(0.1)
