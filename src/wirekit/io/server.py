@@ -9,6 +9,7 @@ that breaks the framing, costs only its own connection.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import socket
@@ -39,17 +40,21 @@ def make_framer(framing: Framing, limits: Limits) -> Framer | None:
     raise UsageError(f"unknown framing {framing!r}; choose from {', '.join(FRAMINGS)}")
 
 
-class Handler:
-    """Per-connection application logic. Subclass and override :meth:`frame_received`."""
+class Handler(abc.ABC):
+    """Per-connection application logic. Subclass and implement :meth:`frame_received`."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
+    @abc.abstractmethod
     def frame_received(self, frame: bytes) -> None:
-        raise NotImplementedError
+        """One frame (raw framing: one chunk of bytes) from the peer."""
 
-    def connection_lost(self, reason: str) -> None:
-        """The connection closed; ``reason`` is the same string counted in the metrics."""
+    def connection_lost(self, reason: str) -> None:  # noqa: B027 - optional hook
+        """The connection closed; ``reason`` is the same string counted in the metrics.
+
+        Optional: the default does nothing.
+        """
 
 
 HandlerFactory = Callable[["Connection"], Handler]
