@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_settings: tuple[str, str] = ("info", "text")
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -46,9 +47,16 @@ class TextFormatter(logging.Formatter):
 
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
     """Send wirekit's logs to stderr in ``fmt`` (``text`` or ``json``)."""
+    global _settings
+    _settings = (level, fmt)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger("wirekit")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+
+
+def logging_settings() -> tuple[str, str]:
+    """The ``(level, fmt)`` of the last :func:`setup_logging`, for worker processes to reuse."""
+    return _settings

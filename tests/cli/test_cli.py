@@ -127,8 +127,8 @@ def test_serve_echoes_tcp_and_udp_exports_metrics_and_stops_on_sigterm(spawn: Sp
 
 def test_workers_share_the_port(spawn: Spawn) -> None:
     tcp, metrics = free_port(), free_port()
-    proc = spawn(wirekit_cmd("echo", "serve", "--tcp", f"127.0.0.1:{tcp}", "--workers", "2",
-                             "--metrics", f"127.0.0.1:{metrics}"))  # fmt: skip
+    proc = spawn(wirekit_cmd("--log-format", "json", "echo", "serve", "--tcp", f"127.0.0.1:{tcp}",
+                             "--workers", "2", "--metrics", f"127.0.0.1:{metrics}"))  # fmt: skip
     wait_for_port(metrics, timeout=30)
     wait_for_port(tcp)
     for i in range(20):
@@ -146,6 +146,10 @@ def test_workers_share_the_port(spawn: Spawn) -> None:
     assert all(n > 0 for n in accepted.values()), accepted  # the kernel spread the load
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
+    # The workers log in the parent's --log-format: every stderr line is JSON.
+    assert proc.stderr is not None
+    lines = [json.loads(line) for line in proc.stderr.read().decode().splitlines()]
+    assert sum(1 for line in lines if line.get("event") == "listening") == 2
 
 
 def test_graceful_shutdown_finishes_in_flight_echo(spawn: Spawn) -> None:

@@ -64,6 +64,27 @@ async def test_untrusted_certificate_is_rejected_and_server_survives(pki: dict[s
             pass
         async with await connect(*server.address, ssl=client_context(pki["ca"])) as client:
             assert await client.request(b"alive") == b"alive"
+        # Both failed handshakes are counted (the client's alert and the garbage).
+        for _ in range(50):
+            if server.statistics().errors.get("tls-handshake") == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert server.statistics().errors.get("tls-handshake") == 2
+        stats = server.statistics()
+        assert stats.accepted == 3 and stats.closed["tls-handshake"] == 2
+
+
+async def test_silent_tls_peer_is_cut_at_the_handshake_timeout(pki: dict[str, Path]) -> None:
+    ctx = server_context(pki["cert"], pki["key"])
+    async with TcpServer(EchoHandler, ssl=ctx, ssl_handshake_timeout=0.3) as server:
+        await server.start("127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*server.address)
+        async with asyncio.timeout(3):
+            assert await reader.read() == b""  # the server hung up; we never sent a hello
+        writer.close()
+        stats = server.statistics()
+        assert stats.errors == {"tls-handshake-timeout": 1}
+        assert stats.closed == {"tls-handshake-timeout": 1}
 
 
 async def test_tls_below_1_2_is_refused(pki: dict[str, Path]) -> None:

@@ -176,9 +176,6 @@ def _announce(service: EchoService) -> None:
 
 
 def _worker_main(config: EchoConfig, link: WorkerLink) -> None:
-    from ..log import setup_logging
-
-    setup_logging()
     run(serve_until_stopped(config, reuse_port=True, link=link))
 
 

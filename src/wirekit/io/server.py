@@ -23,6 +23,7 @@ from ..limits import Limits
 from ..proto.framing import Framer, LengthPrefixedFramer, LineFramer
 from .sockets import bind_error, format_hostport
 from .stats import ConnectionStats, ServerSnapshot, ServerStats
+from .tls import TlsSession
 
 log = logging.getLogger("wirekit.server")
 
@@ -72,6 +73,7 @@ class Connection(asyncio.Protocol):
         "_server",
         "_time",
         "_timed",
+        "_tls",
         "stats",
         "transport",
     )
@@ -83,6 +85,8 @@ class Connection(asyncio.Protocol):
         self._time = asyncio.get_running_loop().time
         self._close_reason: str | None = None
         self._registered = False
+        self._handler: Handler | None = None
+        self._tls = TlsSession(server.ssl) if server.ssl is not None else None
         self.transport: asyncio.Transport | None = None
         self.stats = ConnectionStats("", 0.0)
 
@@ -108,10 +112,18 @@ class Connection(asyncio.Protocol):
         )
         server._connection_opened(self)
         self._registered = True
-        self._handler = server.handler_factory(self)
+        if self._tls is None:
+            self._start_handler()
+
+    def _start_handler(self) -> None:
+        self._handler = self._server.handler_factory(self)
         self._on_frame = self._handler.frame_received
 
     def data_received(self, data: bytes) -> None:
+        if self._tls is not None:
+            data = self._decrypt(data)
+            if not data:
+                return
         stats = self.stats
         stats.bytes_in += len(data)
         stats.last_activity = self._time()
@@ -150,7 +162,12 @@ class Connection(asyncio.Protocol):
         reason = self._close_reason or ("reset" if exc is not None else "peer-closed")
         if not self._registered:
             return
+        if self.handshaking and not reason.startswith("tls-"):  # the peer gave up mid-handshake
+            reason = "tls-handshake"
+            self._server.stats.errors[reason] += 1
         self._server._connection_closed(self, reason)
+        if self._handler is None:
+            return
         try:
             self._handler.connection_lost(reason)
         except Exception:
@@ -171,7 +188,7 @@ class Connection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         data = frame if self._framer is None else self._framer.encode(frame)
-        transport.write(data)
+        transport.write(data if self._tls is None else self._tls.encrypt(data))
         stats = self.stats
         stats.bytes_out += len(data)
         stats.frames_out += 1
@@ -180,15 +197,53 @@ class Connection(asyncio.Protocol):
         """Close after flushing what was written; ``reason`` is logged and counted."""
         if self._close_reason is None or self._close_reason == "peer-closed":
             self._close_reason = reason
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._tls is not None and self._tls.handshaken:
+            transport.write(self._tls.close_notify())
+        transport.close()
 
     def abort(self, reason: str) -> None:
         self._close_reason = reason
         if self.transport is not None:
             self.transport.abort()
 
+    @property
+    def handshaking(self) -> bool:
+        """True while a TLS connection has not finished its handshake."""
+        return self._tls is not None and not self._tls.handshaken
+
     # -- internals ----------------------------------------------------------------------------
+    def _decrypt(self, data: bytes) -> bytes:
+        tls = self._tls
+        transport = self.transport
+        assert tls is not None and transport is not None
+        handshaken = tls.handshaken
+        try:
+            plaintext = tls.receive(data)
+        except ssl_module.SSLError as exc:
+            reason = "tls-error" if handshaken else "tls-handshake"
+            self.stats.errors += 1
+            self._server.stats.errors[reason] += 1
+            log.info(
+                "TLS failed: %s",
+                exc.reason or exc,
+                extra={"event": "tls_error", "reason": reason, "peer": self.stats.peer},
+            )
+            transport.write(tls.data_to_send())  # the alert, if any
+            self._close_reason = reason
+            transport.close()
+            return b""
+        pending = tls.data_to_send()
+        if pending:
+            transport.write(pending)
+        if not handshaken and tls.handshaken:
+            self._start_handler()
+        if tls.peer_closed:
+            self.close("peer-closed")
+        return plaintext
+
     def _deliver(self, frames: list[bytes]) -> None:
         stats = self.stats
         on_frame = self._on_frame
@@ -275,8 +330,6 @@ class TcpServer:
                 port,
                 reuse_port=reuse_port or None,
                 backlog=backlog,
-                ssl=self.ssl,
-                ssl_handshake_timeout=self.ssl_handshake_timeout if self.ssl else None,
             )
         except OSError as exc:
             raise bind_error(exc, host, port) from None
@@ -349,15 +402,22 @@ class TcpServer:
             self._idle.set()
 
     def _schedule_sweep(self) -> None:
-        idle = self.limits.idle_timeout
-        if idle > 0 and self._loop is not None:
-            period = min(1.0, max(0.05, idle / 4))
+        timeouts = [self.limits.idle_timeout] + ([self.ssl_handshake_timeout] if self.ssl else [])
+        shortest = min((t for t in timeouts if t > 0), default=0.0)
+        if shortest > 0 and self._loop is not None:
+            period = min(1.0, max(0.05, shortest / 4))
             self._sweeper = self._loop.call_later(period, self._sweep)
 
     def _sweep(self) -> None:
         assert self._loop is not None
-        deadline = self._loop.time() - self.limits.idle_timeout
+        now = self._loop.time()
+        idle = self.limits.idle_timeout
+        deadline = now - idle if idle > 0 else float("-inf")
+        handshake_deadline = now - self.ssl_handshake_timeout
         for conn in list(self._connections.values()):
-            if conn.stats.last_activity < deadline:
+            if conn.handshaking and conn.stats.opened < handshake_deadline:
+                self.stats.errors["tls-handshake-timeout"] += 1
+                conn.abort("tls-handshake-timeout")
+            elif conn.stats.last_activity < deadline:
                 conn.close("idle-timeout")
         self._schedule_sweep()

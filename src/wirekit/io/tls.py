@@ -33,3 +33,58 @@ def client_context(ca: str | Path | None = None) -> ssl.SSLContext:
         except (ssl.SSLError, OSError) as exc:
             raise UsageError(f"cannot load CA file {ca}: {exc}") from None
     return ctx
+
+
+class TlsSession:
+    """Server-side TLS over memory BIOs: ciphertext in, plaintext out, and the reverse.
+
+    The connection drives it from its own ``data_received``, so a failed handshake is seen (and
+    counted) by the connection itself; asyncio's ``create_server(ssl=...)`` drops such
+    connections before the protocol hears of them.
+    """
+
+    __slots__ = ("_incoming", "_object", "_outgoing", "handshaken", "peer_closed")
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._object = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self.handshaken = False
+        self.peer_closed = False
+
+    def receive(self, data: bytes) -> bytes:
+        """Feed ciphertext; return the plaintext it completes. Raises :class:`ssl.SSLError`
+        when the handshake or a record fails."""
+        self._incoming.write(data)
+        if not self.handshaken:
+            try:
+                self._object.do_handshake()
+            except ssl.SSLWantReadError:
+                return b""
+            self.handshaken = True
+        chunks = []
+        while True:
+            try:
+                chunk = self._object.read(65536)
+            except ssl.SSLWantReadError:
+                break
+            if not chunk:  # the peer's close_notify
+                self.peer_closed = True
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def encrypt(self, plaintext: bytes) -> bytes:
+        self._object.write(plaintext)
+        return self._outgoing.read()
+
+    def data_to_send(self) -> bytes:
+        """Handshake records, alerts and tickets waiting to go out."""
+        return self._outgoing.read()
+
+    def close_notify(self) -> bytes:
+        try:
+            self._object.unwrap()
+        except ssl.SSLError:
+            pass
+        return self._outgoing.read()

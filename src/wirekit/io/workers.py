@@ -21,6 +21,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from ..errors import UsageError
+from ..log import logging_settings, setup_logging
 from ..proto.backoff import Backoff
 from .lifecycle import stop_on_signals
 from .stats import ServerSnapshot
@@ -54,8 +55,11 @@ class WorkerLink:
 WorkerTarget = Callable[[Any, WorkerLink], None]
 
 
-def _entry(target: WorkerTarget, config: Any, index: int, conn: Any) -> None:
+def _entry(
+    target: WorkerTarget, config: Any, index: int, conn: Any, log_settings: tuple[str, str]
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it sends SIGTERM
+    setup_logging(*log_settings)  # the parent's --log-level/--log-format
     target(config, WorkerLink(index, conn))
 
 
@@ -118,7 +122,7 @@ class Supervisor:
         parent_conn, child_conn = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(
             target=_entry,
-            args=(self.target, self.config, index, child_conn),
+            args=(self.target, self.config, index, child_conn, logging_settings()),
             name=f"wirekit-worker-{index}",
             daemon=True,
         )
