@@ -49,11 +49,17 @@ def _group_options(f: click.decorators.FC) -> click.decorators.FC:
     help="Seconds listeners keep the service without a new announcement.",
 )
 @click.option("--hops", type=int, default=1, show_default=True, help="Multicast TTL (routers).")
+@click.option(
+    "--loopback/--no-loopback",
+    default=True,
+    show_default=True,
+    help="Let listeners on this host hear the announcements too.",
+)
 @click.option("--count", type=int, default=None, help="Stop after this many announcements.")
 @_group_options
 def announce_cmd(
-    name: str, port: int, interval: float, ttl: float, hops: int, count: int | None,
-    group: str, group_port: int, interface: str,
+    name: str, port: int, interval: float, ttl: float, hops: int, loopback: bool,
+    count: int | None, group: str, group_port: int, interface: str,
 ) -> None:  # fmt: skip
     """Announce service NAME on --port until SIGINT/SIGTERM (then say goodbye).
 
@@ -64,7 +70,7 @@ def announce_cmd(
     run(
         announce(
             name, port, group=group, group_port=group_port, interval=interval, ttl=ttl,
-            interface=interface, hops=hops, count=count,
+            interface=interface, hops=hops, loopback=loopback, count=count,
         )
     )  # fmt: skip
 

@@ -32,10 +32,12 @@ async def announce(
     ttl: float = 15.0,
     interface: str = "0.0.0.0",
     hops: int = 1,
+    loopback: bool = True,
     count: int | None = None,
 ) -> int:
     """Announce ``name`` on ``port`` every ``interval`` seconds until a stop signal (or
-    ``count`` announcements), then say ``bye``. Returns how many announcements were sent."""
+    ``count`` announcements), then say ``bye``. Returns how many announcements were sent.
+    With ``loopback=False`` listeners on this host do not hear it, only other hosts."""
     if not 0 < len(name) <= MAX_NAME:
         raise UsageError(f"service name must be 1-{MAX_NAME} characters")
     if not 0 < port < 65536:
@@ -46,7 +48,9 @@ async def announce(
     hello = Announcement("announce", name, port, instance, ttl).encode()
     bye = Announcement("bye", name, port, instance).encode()
     sent = 0
-    endpoint = await open_multicast(group, group_port, interface=interface, ttl=hops, join=False)
+    endpoint = await open_multicast(
+        group, group_port, interface=interface, ttl=hops, loopback=loopback, join=False
+    )
     async with endpoint:
         with stop_on_signals() as stop:
             while count is None or sent < count:

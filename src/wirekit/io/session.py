@@ -321,7 +321,6 @@ class ReconnectingClient:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._protocol is not None and self._protocol.transport is not None:
-            self._protocol.transport.abort()
+        self._abort()
         self._protocol = None
         self.session.connection_lost()
