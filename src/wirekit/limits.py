@@ -25,6 +25,13 @@ class Limits:
     * ``shutdown_grace`` -- seconds a graceful shutdown waits for open connections to finish
       before closing them.
     * ``udp_queue`` -- datagrams buffered per UDP endpoint before new ones are dropped (counted).
+    * ``message_rate`` / ``message_burst`` -- hub messages per second a connection may publish
+      (token bucket); past it the command gets a ``rate-limited`` error and is dropped.
+    * ``behind_timeout`` -- seconds a hub subscriber may stay behind (its send queue full) before
+      it is disconnected with reason ``too-slow``.
+    * ``history_max`` -- most messages one history or resume request returns at once.
+    * ``login_per_user`` / ``login_per_address`` -- login attempts per minute per account and per
+      client address; past it logins fail with ``rate-limited``.
     """
 
     max_connections: int = 10_000
@@ -35,6 +42,12 @@ class Limits:
     write_buffer_low: int = 64 * KiB
     shutdown_grace: float = 10.0
     udp_queue: int = 1024
+    message_rate: float = 20.0
+    message_burst: int = 40
+    behind_timeout: float = 30.0
+    history_max: int = 1000
+    login_per_user: int = 5
+    login_per_address: int = 20
 
 
 DEFAULTS = Limits()

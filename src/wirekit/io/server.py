@@ -44,6 +44,8 @@ def make_framer(framing: Framing, limits: Limits) -> Framer | None:
 class Handler(abc.ABC):
     """Per-connection application logic. Subclass and implement :meth:`frame_received`."""
 
+    __slots__ = ("conn",)
+
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
@@ -56,6 +58,12 @@ class Handler(abc.ABC):
 
         Optional: the default does nothing.
         """
+
+    def writing_paused(self) -> None:  # noqa: B027 - optional hook
+        """The peer's write buffer passed ``write_buffer_high``: it is not keeping up."""
+
+    def writing_resumed(self) -> None:  # noqa: B027 - optional hook
+        """The write buffer drained below ``write_buffer_low``."""
 
 
 HandlerFactory = Callable[["Connection"], Handler]
@@ -153,10 +161,14 @@ class Connection(asyncio.Protocol):
     def pause_writing(self) -> None:
         if self.transport is not None:
             self.transport.pause_reading()
+        if self._handler is not None:
+            self._handler.writing_paused()
 
     def resume_writing(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
+        if self._handler is not None:
+            self._handler.writing_resumed()
 
     def connection_lost(self, exc: Exception | None) -> None:
         reason = self._close_reason or ("reset" if exc is not None else "peer-closed")

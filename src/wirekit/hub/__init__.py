@@ -1,0 +1,1 @@
+"""The messaging hub: engine, store, accounts and its fronts."""

@@ -1,0 +1,328 @@
+"""The hub engine: rooms, private conversations, presence and delivery, shared by every front.
+
+Every room (``#name``) and every private conversation (``@alice,bob``) is an append-only log
+with contiguous offsets (1, 2, 3, ...) and an epoch that changes only if its history is lost.
+
+Delivery: a publication is encoded at most once per wire format (:class:`Encoded`) and the same
+bytes go to every subscriber. A subscriber whose send queue is full is not evicted and does not
+slow the others: nothing more is queued for it, it is marked *behind* and later catches up from
+the log by offset (:meth:`Subscriber.catch_up`); if it stays behind longer than
+``Limits.behind_timeout`` the front disconnects it (:meth:`Hub.overdue`).
+
+No I/O here besides the store: fronts implement :class:`Subscriber` over their transport.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..limits import DEFAULTS, Limits
+from ..proto.chat import Mode, encode_event
+from .store import Store, StoredMessage
+
+ROOM = re.compile(r"#[a-z0-9][a-z0-9_.-]{0,47}")
+CATCH_UP_BATCH = 256
+
+
+class HubError(Exception):
+    """A request the hub refuses; ``code`` goes back to the client."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def check_room(name: str) -> str:
+    name = name.lower()
+    if not ROOM.fullmatch(name):
+        raise HubError("bad-room", "room names are # then 1-48 of a-z, 0-9, _ . -")
+    return name
+
+
+def private_log(a: str, b: str) -> str:
+    return "@" + ",".join(sorted((a, b)))
+
+
+class Encoded:
+    """An event, encoded at most once per wire format however many subscribers get it."""
+
+    __slots__ = ("_json", "_text", "event")
+
+    def __init__(self, event: dict[str, Any]) -> None:
+        self.event = event
+        self._json: bytes | None = None
+        self._text: bytes | None = None
+
+    def data(self, mode: Mode) -> bytes:
+        if mode == "json":
+            if self._json is None:
+                self._json = encode_event(self.event, "json")
+            return self._json
+        if self._text is None:
+            self._text = encode_event(self.event, "text")
+        return self._text
+
+
+def message_event(log: Log, msg: StoredMessage, **extra: Any) -> dict[str, Any]:
+    event = {
+        "type": "msg",
+        "room": log.name,
+        "offset": msg.offset,
+        "epoch": log.epoch,
+        "from": msg.sender,
+        "text": msg.text,
+        "ts": msg.ts,
+        **extra,
+    }
+    if log.name.startswith("@"):
+        event["to"] = next((m for m in log.members if m != msg.sender), msg.sender)
+    return event
+
+
+class Log:
+    __slots__ = ("epoch", "head", "members", "name", "subscribers")
+
+    def __init__(self, name: str, epoch: str, head: int) -> None:
+        self.name = name
+        self.epoch = epoch
+        self.head = head
+        self.members: set[str] = set()
+        self.subscribers: set[Subscriber] = set()
+
+    @property
+    def private(self) -> bool:
+        return self.name.startswith("@")
+
+
+class Subscriber(abc.ABC):
+    """One logged-in connection as the hub sees it. Fronts implement :meth:`write` and keep
+    :attr:`congested` true while their send queue is full, and call :meth:`catch_up` when it
+    drains."""
+
+    __slots__ = ("behind_since", "cursors", "hub", "mode", "user")
+
+    def __init__(self, hub: Hub, user: str, mode: Mode) -> None:
+        self.hub = hub
+        self.user = user
+        self.mode: Mode = mode
+        self.cursors: dict[str, int] = {}  # log -> offset of the last message written
+        self.behind_since: float | None = None
+
+    @abc.abstractmethod
+    def write(self, data: bytes) -> None: ...
+
+    @property
+    @abc.abstractmethod
+    def congested(self) -> bool: ...
+
+    @abc.abstractmethod
+    def disconnect(self, reason: str) -> None:
+        """Drop the connection now (it stayed behind too long)."""
+
+    def deliver(self, log: Log, offset: int, message: Encoded) -> None:
+        if self.behind_since is not None:
+            return  # catch_up reads it from the log
+        last = self.cursors.get(log.name)
+        if last is None or offset <= last:
+            return
+        if offset != last + 1 or self.congested:
+            self._fall_behind()
+            return
+        self.write(message.data(self.mode))
+        self.cursors[log.name] = offset
+        self.hub.deliveries += 1
+
+    def notify(self, event: Encoded) -> None:
+        """Presence and membership events: not logged, so skipped while behind."""
+        if self.behind_since is None and not self.congested:
+            self.write(event.data(self.mode))
+
+    def catch_up(self) -> None:
+        """Write what this subscriber missed, from the log, until it is live or congested."""
+        hub = self.hub
+        for name, last in list(self.cursors.items()):
+            log = hub.logs.get(name)
+            while log is not None and last < log.head:
+                if self.congested:
+                    self._fall_behind()
+                    return
+                for msg in hub.store.read(name, last, CATCH_UP_BATCH):
+                    self.write(Encoded(message_event(log, msg)).data(self.mode))
+                    last = msg.offset
+                    hub.deliveries += 1
+                self.cursors[name] = last
+        self.behind_since = None
+        hub.behind.pop(self, None)
+
+    def _fall_behind(self) -> None:
+        if self.behind_since is None:
+            self.behind_since = self.hub.clock()
+            self.hub.behind[self] = self.behind_since
+            self.hub.fell_behind += 1
+
+
+class Hub:
+    def __init__(
+        self, store: Store, limits: Limits = DEFAULTS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.store = store
+        self.limits = limits
+        self.clock = clock
+        self.logs: dict[str, Log] = {}
+        for info in store.logs():
+            log = self.logs[info.name] = Log(info.name, info.epoch, info.head)
+            log.members.update(store.members(info.name))
+        self.online: dict[str, set[Subscriber]] = {}
+        self.behind: dict[Subscriber, float] = {}
+        self.published = 0
+        self.deliveries = 0
+        self.fell_behind = 0
+
+    # -- connections --------------------------------------------------------------------------
+    def attach(self, sub: Subscriber) -> list[Log]:
+        """A connection logged in: subscribe it, live, to every log its user belongs to."""
+        logs = self.logs_of(sub.user)
+        for log in logs:
+            log.subscribers.add(sub)
+            sub.cursors[log.name] = log.head
+        conns = self.online.setdefault(sub.user, set())
+        conns.add(sub)
+        if len(conns) == 1:
+            self._tell(logs, {"type": "online", "user": sub.user}, skip=sub)
+        return logs
+
+    def detach(self, sub: Subscriber) -> None:
+        for name in sub.cursors:
+            log = self.logs.get(name)
+            if log is not None:
+                log.subscribers.discard(sub)
+        sub.cursors.clear()
+        self.behind.pop(sub, None)
+        conns = self.online.get(sub.user)
+        if conns is None:
+            return
+        conns.discard(sub)
+        if not conns:
+            del self.online[sub.user]
+            self._tell(self.logs_of(sub.user), {"type": "offline", "user": sub.user})
+
+    def logs_of(self, user: str) -> list[Log]:
+        return [log for log in self.logs.values() if user in log.members]
+
+    def overdue(self, now: float) -> list[Subscriber]:
+        """Subscribers behind for longer than ``behind_timeout``: the front disconnects them."""
+        deadline = now - self.limits.behind_timeout
+        return [sub for sub, since in self.behind.items() if since < deadline]
+
+    # -- rooms --------------------------------------------------------------------------------
+    def join(self, user: str, room: str) -> Log:
+        room = check_room(room)
+        log = self.logs.get(room)
+        if log is None:
+            info = self.store.create_log(room)
+            log = self.logs[room] = Log(info.name, info.epoch, info.head)
+        if user not in log.members:
+            self.store.add_member(room, user)
+            log.members.add(user)
+            self._follow(log, user)
+            self._tell([log], {"type": "join", "room": room, "user": user})
+        return log
+
+    def leave(self, user: str, room: str) -> None:
+        log = self.member_log(user, check_room(room))
+        self._tell([log], {"type": "leave", "room": log.name, "user": user})
+        self.store.remove_member(log.name, user)
+        log.members.discard(user)
+        for sub in self.online.get(user, ()):
+            log.subscribers.discard(sub)
+            sub.cursors.pop(log.name, None)
+
+    def member_log(self, user: str, name: str) -> Log:
+        log = self.logs.get(name)
+        if log is None:
+            raise HubError("no-such-room", f"no room {name}")
+        if user not in log.members:
+            raise HubError("not-a-member", f"you are not in {name}; /join {name} first")
+        return log
+
+    def rooms(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "room": log.name,
+                "members": len(log.members),
+                "online": sum(1 for m in log.members if m in self.online),
+            }
+            for log in sorted(self.logs.values(), key=lambda log: log.name)
+            if not log.private
+        ]
+
+    def who(self, room: str) -> list[dict[str, Any]]:
+        log = self.logs.get(check_room(room))
+        if log is None:
+            raise HubError("no-such-room", f"no room {room}")
+        return [{"user": m, "online": m in self.online} for m in sorted(log.members)]
+
+    # -- messages -----------------------------------------------------------------------------
+    def publish(self, user: str, name: str, text: str) -> int:
+        """Append ``text`` to the log ``name`` and deliver it; returns its offset."""
+        log = self.member_log(user, name)
+        ts = time.time()
+        offset = log.head = self.store.append(name, ts, user, text)
+        self.published += 1
+        encoded = Encoded(message_event(log, StoredMessage(name, offset, ts, user, text)))
+        for sub in log.subscribers:
+            sub.deliver(log, offset, encoded)
+        return offset
+
+    def private(self, user: str, to: str, text: str) -> int:
+        to = to.lower()
+        if self.store.password_hash(to) is None:
+            raise HubError("no-such-user", f"no user {to}")
+        name = private_log(user, to)
+        log = self.logs.get(name)
+        if log is None:
+            info = self.store.create_log(name)
+            log = self.logs[name] = Log(info.name, info.epoch, info.head)
+            for member in {user, to}:
+                self.store.add_member(name, member)
+                log.members.add(member)
+                self._follow(log, member)
+        return self.publish(user, name, text)
+
+    def history(self, user: str, name: str, count: int) -> list[Encoded]:
+        log = self.member_log(user, name)
+        count = max(0, min(count, self.limits.history_max))
+        return [Encoded(message_event(log, m, history=True)) for m in self.store.last(name, count)]
+
+    def resume(self, sub: Subscriber, name: str, after: int, epoch: str | None) -> None:
+        """Replay ``name`` to ``sub`` after offset ``after``, then go on live. A changed epoch
+        means the history the client knew is gone: it is told, and replay starts at 0."""
+        log = self.member_log(sub.user, name)
+        if epoch is not None and epoch != log.epoch:
+            sub.notify(Encoded({"type": "lost", "room": name, "epoch": log.epoch}))
+            after = 0
+        sub.cursors[name] = max(0, min(after, log.head))
+        log.subscribers.add(sub)
+        sub.catch_up()
+
+    # -- internals ----------------------------------------------------------------------------
+    def _follow(self, log: Log, user: str) -> None:
+        """Every connection of ``user`` follows ``log`` from now on."""
+        for sub in self.online.get(user, ()):
+            log.subscribers.add(sub)
+            sub.cursors.setdefault(log.name, log.head)
+
+    def _tell(
+        self, logs: Iterable[Log], event: dict[str, Any], skip: Subscriber | None = None
+    ) -> None:
+        encoded = Encoded(event)
+        seen: set[Subscriber] = set()
+        for log in logs:
+            for sub in log.subscribers:
+                if sub is not skip and sub not in seen:
+                    seen.add(sub)
+                    sub.notify(encoded)

@@ -1,0 +1,126 @@
+"""``wirekit serve``: the hub with its fronts, started and stopped as one service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from collections import Counter
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..io.lifecycle import stop_on_signals
+from ..io.metrics import MetricsServer
+from ..io.server import TcpServer
+from ..io.sockets import format_hostport
+from ..io.stats import ServerSnapshot
+from ..io.tls import server_context
+from ..limits import Limits
+from .accounts import Accounts, load_key
+from .chat import ChatSession
+from .engine import Hub
+from .store import SqliteStore
+
+log = logging.getLogger("wirekit.hub")
+
+OVERDUE_PERIOD = 1.0
+
+
+@dataclass
+class HubConfig:
+    data_dir: Path = Path("wirekit-data")
+    chat: tuple[str, int] | None = ("127.0.0.1", 7000)
+    metrics: tuple[str, int] | None = ("127.0.0.1", 9107)
+    limits: Limits = field(default_factory=Limits)
+    cert: str | None = None
+    key: str | None = None
+
+
+def raise_fd_limit() -> int:
+    """Raise the open-files soft limit to the hard limit; returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+class HubService:
+    def __init__(self, config: HubConfig) -> None:
+        self.config = config
+        self.store = SqliteStore(config.data_dir)
+        self.hub = Hub(self.store, config.limits)
+        self.accounts = Accounts(self.store, load_key(config.data_dir), config.limits)
+        ssl = server_context(config.cert, config.key) if config.cert and config.key else None
+        self.chat = TcpServer(
+            lambda conn: ChatSession(conn, self), name="chat", limits=config.limits, ssl=ssl
+        )
+        self.metrics: MetricsServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._overdue: asyncio.TimerHandle | None = None
+
+    @property
+    def errors(self) -> Counter[str]:
+        """Protocol errors of the chat front, exported with its metrics."""
+        return self.chat.stats.errors
+
+    async def start(self) -> None:
+        cfg = self.config
+        raise_fd_limit()
+        try:
+            if cfg.chat is not None:
+                await self.chat.start(*cfg.chat)
+            if cfg.metrics is not None:
+                self.metrics = MetricsServer(
+                    lambda conns: [("0", s) for s in self.snapshots(conns)]
+                )
+                await self.metrics.start(*cfg.metrics)
+        except BaseException:
+            await self.shutdown(grace=0)
+            raise
+        self._check_overdue()
+
+    def snapshots(self, connections: bool = False) -> list[ServerSnapshot]:
+        return [self.chat.statistics(connections=connections)] if self.config.chat else []
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a short task (a login) that shutdown waits for or cancels."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        if self._overdue is not None:
+            self._overdue.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.chat.shutdown(grace)
+        if self.metrics is not None:
+            await self.metrics.shutdown()
+            self.metrics = None
+        self.store.close()
+
+    def _check_overdue(self) -> None:
+        for sub in self.hub.overdue(self.hub.clock()):
+            log.warning("disconnecting a subscriber that stayed behind", extra={"user": sub.user})
+            self.hub.detach(sub)
+            sub.disconnect("too-slow")
+        self._overdue = asyncio.get_running_loop().call_later(OVERDUE_PERIOD, self._check_overdue)
+
+
+async def serve_until_stopped(config: HubConfig) -> None:
+    service = HubService(config)
+    with stop_on_signals() as stop:
+        await service.start()
+        parts = []
+        if config.chat is not None:
+            scheme = "chat+tls" if config.cert else "chat"
+            parts.append(f"{scheme}://{format_hostport(*service.chat.address)}")
+        if service.metrics is not None:
+            parts.append(f"metrics http://{format_hostport(*service.metrics.address)}/metrics")
+        log.info("hub serving %s (data in %s)", ", ".join(parts), config.data_dir,
+                 extra={"event": "ready"})  # fmt: skip
+        await stop.wait()
+        await service.shutdown()

@@ -1,0 +1,166 @@
+"""Where the hub keeps accounts, logs, memberships and messages.
+
+:class:`Store` is the interface the engine uses; :class:`SqliteStore` is the embedded default
+(one SQLite file in WAL mode under the data directory). The multi-node engine adds a Redis
+store behind the same interface.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from ..errors import UsageError
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    log: str
+    offset: int
+    ts: float
+    sender: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class LogInfo:
+    name: str
+    epoch: str
+    head: int  # offset of the newest message; 0 when empty
+
+
+class Store(Protocol):
+    def create_user(self, name: str, password_hash: str) -> bool:
+        """Add an account; ``False`` if the name is taken."""
+
+    def password_hash(self, name: str) -> str | None: ...
+
+    def logs(self) -> list[LogInfo]: ...
+
+    def create_log(self, name: str) -> LogInfo:
+        """Create the log ``name`` (a new epoch) or return the existing one."""
+
+    def append(self, log: str, ts: float, sender: str, text: str) -> int:
+        """Append one message and return its offset (the previous head + 1)."""
+
+    def read(self, log: str, after: int, limit: int) -> list[StoredMessage]:
+        """Messages with offset > ``after``, oldest first, at most ``limit``."""
+
+    def last(self, log: str, count: int) -> list[StoredMessage]:
+        """The newest ``count`` messages, oldest first."""
+
+    def members(self, log: str) -> list[str]: ...
+
+    def add_member(self, log: str, user: str) -> None: ...
+
+    def remove_member(self, log: str, user: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY, hash TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS logs (
+    name TEXT PRIMARY KEY, epoch TEXT NOT NULL, head INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS members (
+    log TEXT NOT NULL, user TEXT NOT NULL, PRIMARY KEY (log, user)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS members_by_user ON members (user);
+CREATE TABLE IF NOT EXISTS messages (
+    log TEXT NOT NULL, offset INTEGER NOT NULL, ts REAL NOT NULL, sender TEXT NOT NULL,
+    text TEXT NOT NULL, PRIMARY KEY (log, offset)) WITHOUT ROWID;
+"""
+
+
+class SqliteStore:
+    """The embedded store: ``DIR/hub.db``, WAL mode. Each append is its own transaction, so a
+    message that was delivered is on disk (in the WAL) even if the process is killed next."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        path = Path(data_dir)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path / "hub.db", isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+        except (OSError, sqlite3.Error) as exc:
+            raise UsageError(f"cannot open the data directory {path}: {exc}") from None
+        db = self._db
+        db.execute("PRAGMA synchronous=NORMAL")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise UsageError(f"{path}/hub.db is from a newer wirekit (schema {version})")
+        db.executescript(_SCHEMA)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def create_user(self, name: str, password_hash: str) -> bool:
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO users VALUES (?, ?, ?)", (name, password_hash, time.time())
+        )
+        return cur.rowcount == 1
+
+    def password_hash(self, name: str) -> str | None:
+        row = self._db.execute("SELECT hash FROM users WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def logs(self) -> list[LogInfo]:
+        rows = self._db.execute("SELECT name, epoch, head FROM logs").fetchall()
+        return [LogInfo(*row) for row in rows]
+
+    def create_log(self, name: str) -> LogInfo:
+        self._db.execute(
+            "INSERT OR IGNORE INTO logs VALUES (?, ?, 0, ?)",
+            (name, os.urandom(6).hex(), time.time()),
+        )
+        row = self._db.execute("SELECT name, epoch, head FROM logs WHERE name = ?", (name,))
+        return LogInfo(*row.fetchone())
+
+    def append(self, log: str, ts: float, sender: str, text: str) -> int:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            (offset,) = db.execute(
+                "UPDATE logs SET head = head + 1 WHERE name = ? RETURNING head", (log,)
+            ).fetchone()
+            db.execute(
+                "INSERT INTO messages VALUES (?, ?, ?, ?, ?)", (log, offset, ts, sender, text)
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return int(offset)
+
+    def read(self, log: str, after: int, limit: int) -> list[StoredMessage]:
+        rows = self._db.execute(
+            "SELECT log, offset, ts, sender, text FROM messages"
+            " WHERE log = ? AND offset > ? ORDER BY offset LIMIT ?",
+            (log, after, limit),
+        )
+        return [StoredMessage(*row) for row in rows]
+
+    def last(self, log: str, count: int) -> list[StoredMessage]:
+        rows = self._db.execute(
+            "SELECT log, offset, ts, sender, text FROM messages"
+            " WHERE log = ? ORDER BY offset DESC LIMIT ?",
+            (log, count),
+        ).fetchall()
+        return [StoredMessage(*row) for row in reversed(rows)]
+
+    def members(self, log: str) -> list[str]:
+        rows = self._db.execute("SELECT user FROM members WHERE log = ? ORDER BY user", (log,))
+        return [str(row[0]) for row in rows]
+
+    def add_member(self, log: str, user: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO members VALUES (?, ?)", (log, user))
+
+    def remove_member(self, log: str, user: str) -> None:
+        self._db.execute("DELETE FROM members WHERE log = ? AND user = ?", (log, user))
+
+    def close(self) -> None:
+        self._db.close()
