@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from argon2 import PasswordHasher
+
 from ..io.lifecycle import stop_on_signals
 from ..io.metrics import MetricsServer
 from ..io.server import TcpServer
@@ -47,11 +49,12 @@ def raise_fd_limit() -> int:
 
 
 class HubService:
-    def __init__(self, config: HubConfig) -> None:
+    def __init__(self, config: HubConfig, hasher: PasswordHasher | None = None) -> None:
         self.config = config
         self.store = SqliteStore(config.data_dir)
         self.hub = Hub(self.store, config.limits)
-        self.accounts = Accounts(self.store, load_key(config.data_dir), config.limits)
+        key = load_key(config.data_dir)
+        self.accounts = Accounts(self.store, key, config.limits, hasher=hasher)
         ssl = server_context(config.cert, config.key) if config.cert and config.key else None
         self.chat = TcpServer(
             lambda conn: ChatSession(conn, self), name="chat", limits=config.limits, ssl=ssl
