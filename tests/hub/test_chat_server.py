@@ -49,7 +49,8 @@ async def test_register_join_chat_offline_and_back(hub: HubFixture) -> None:
 
 
 async def test_private_messages_reach_every_connection_of_the_recipient(hub: HubFixture) -> None:
-    alice, bob_phone, carol = await hub.peer("alice"), await hub.peer("bob"), await hub.peer("carol")
+    alice, carol = await hub.peer("alice"), await hub.peer("carol")
+    bob_phone = await hub.peer("bob")
     bob_laptop = await hub.peer("bob", register=False)
     await alice.send("/msg bob psst, bob")
     for peer in (bob_phone, bob_laptop, alice):
@@ -182,8 +183,9 @@ async def test_login_attempts_are_rate_limited_and_tokens_work(hub: HubFixture) 
 async def test_stalled_reader_does_not_delay_others_and_catches_up(hub: HubFixture) -> None:
     await hub.stop()
     service = await hub.start(
-        write_buffer_high=16 * 1024, write_buffer_low=4 * 1024, message_rate=1e6, message_burst=10**6
-    )
+        write_buffer_high=16 * 1024, write_buffer_low=4 * 1024,
+        message_rate=1e6, message_burst=10**6,
+    )  # fmt: skip
     fast, publisher = await hub.peer("fast"), await hub.peer("pub")
     slow = await hub.peer("slow", rcvbuf=4096)
     for peer in (fast, slow, publisher):
