@@ -105,8 +105,8 @@ def test_certs_then_tls_echo(tmp_path: Path, spawn: Spawn) -> None:
 
 def test_echo_serve_tcp_and_udp_exports_metrics_and_stops_on_sigterm(spawn: Spawn) -> None:
     tcp, udp, metrics = free_port(), free_port(socket.SOCK_DGRAM), free_port()
-    proc = spawn(wirekit_cmd("echo", "serve", "--tcp", f"127.0.0.1:{tcp}",
-                             "--udp", f"127.0.0.1:{udp}", "--metrics", f"127.0.0.1:{metrics}"))  # fmt: skip
+    proc = spawn(wirekit_cmd("echo", "serve", "--tcp", f"127.0.0.1:{tcp}", "--udp",
+                             f"127.0.0.1:{udp}", "--metrics", f"127.0.0.1:{metrics}"))  # fmt: skip
     wait_for_port(metrics)
     out = json.loads(wk("echo", "send", f"tcp://127.0.0.1:{tcp}", "hey", "--count", "3",
                         "--json").stdout)  # fmt: skip
