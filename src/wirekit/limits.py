@@ -29,7 +29,8 @@ class Limits:
       (token bucket); past it the command gets a ``rate-limited`` error and is dropped.
     * ``behind_timeout`` -- seconds a hub subscriber may stay behind (its send queue full) before
       it is disconnected with reason ``too-slow``.
-    * ``history_max`` -- most messages one history or resume request returns at once.
+    * ``history_max`` -- most messages one history request returns (a resume replays
+      everything after its offset, paced by the reader's send queue).
     * ``login_per_user`` / ``login_per_address`` -- login attempts per minute per account and per
       client address; past it logins fail with ``rate-limited``.
     """

@@ -10,7 +10,7 @@ from ..io.server import Connection, Handler
 from ..proto.chat import BadLine, ChatReader, Command, Mode, help_lines
 from ..proto.ratelimit import TokenBucket
 from .accounts import AuthError
-from .engine import Encoded, HubError, Subscriber, check_room
+from .engine import Encoded, HubError, Subscriber, check_log, check_room
 
 if TYPE_CHECKING:
     from .service import HubService
@@ -85,12 +85,12 @@ class ChatSession(Handler):
     # -- commands -----------------------------------------------------------------------------
     def _handle(self, event: Command | BadLine) -> None:
         if isinstance(event, BadLine):
-            self.service.errors[event.code] += 1
             self._error(event.code, event.message)
             return
         method = getattr(self, f"_cmd_{event.name}")
         if self.sub is None and event.name not in _OPEN:
-            self._error("login-required", f"/{event.name} needs you to /login or /register first")
+            what = "sending messages" if event.name == "say" else f"/{event.name}"
+            self._error("login-required", f"{what} needs you to /login or /register first")
             return
         try:
             method(**event.args)
@@ -144,14 +144,14 @@ class ChatSession(Handler):
 
     def _cmd_history(self, room: str, count: str = "20") -> None:
         assert self.sub is not None
-        for encoded in self.service.hub.history(self.sub.user, check_room(room), _number(count)):
+        name = check_log(room)
+        for encoded in self.service.hub.history(self.sub.user, name, _number(count)):
             self.conn.send(encoded.data(self.mode))
-        self._reply("history", room=room, message=f"end of history of {room}")
+        self._reply("history", room=name, message=f"end of history of {name}")
 
     def _cmd_since(self, room: str, offset: str, epoch: str | None = None) -> None:
         assert self.sub is not None
-        name = room.lower() if room.startswith("@") else check_room(room)
-        self.service.hub.resume(self.sub, name, _number(offset), epoch)
+        self.service.hub.resume(self.sub, check_log(room), _number(offset), epoch)
 
     def _cmd_quit(self) -> None:
         self._reply("bye", message="bye")
@@ -178,12 +178,11 @@ class ChatSession(Handler):
     async def _finish_login(self, command: str, attempt: Coroutine[Any, Any, str]) -> None:
         try:
             token = await attempt
-        except AuthError as exc:
-            self._error(exc.code, str(exc))
-        else:
-            if not self.conn.transport or self.conn.transport.is_closing():
+            if self.conn.transport is None or self.conn.transport.is_closing():
                 return
             self._logged_in(command, self.service.accounts.verify(token), token)
+        except AuthError as exc:
+            self._error(exc.code, str(exc))
         pending, self._pending = self._pending or [], None
         for event in pending:
             if self._pending is not None:  # a queued /login started another round
@@ -206,9 +205,8 @@ class ChatSession(Handler):
     def _allowed(self) -> bool:
         if self._bucket.take(self.service.hub.clock()):
             return True
-        self.service.errors["rate-limited"] += 1
         wait = self._bucket.retry_after()
-        self._error("rate-limited", f"slow down: message dropped; retry in {wait:.1f} s")
+        self._error("rate-limited", f"slow down: message dropped; retry in {wait:.2f} s")
         return False
 
     def _set_mode(self, mode: Mode) -> None:
@@ -224,6 +222,7 @@ class ChatSession(Handler):
         self._send({"type": "ok", "cmd": command, **fields})
 
     def _error(self, code: str, message: str) -> None:
+        self.service.errors[code] += 1  # every error reply is counted in the metrics
         self._send({"type": "error", "code": code, "message": message})
 
     def _send(self, event: dict[str, Any]) -> None:

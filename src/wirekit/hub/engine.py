@@ -39,8 +39,15 @@ class HubError(Exception):
 def check_room(name: str) -> str:
     name = name.lower()
     if not ROOM.fullmatch(name):
-        raise HubError("bad-room", "room names are # then 1-48 of a-z, 0-9, _ . -")
+        raise HubError(
+            "bad-room", "room names are # then a letter or digit, then up to 47 of a-z 0-9 _ . -"
+        )
     return name
+
+
+def check_log(name: str) -> str:
+    """A room name, or a private conversation's ``@a,b`` name."""
+    return name.lower() if name.startswith("@") else check_room(name)
 
 
 def private_log(a: str, b: str) -> str:
@@ -150,11 +157,13 @@ class Subscriber(abc.ABC):
                 if self.congested:
                     self._fall_behind()
                     return
-                for msg in hub.store.read(name, last, CATCH_UP_BATCH):
+                batch = hub.store.read(name, last, CATCH_UP_BATCH)
+                if not batch:
+                    break  # the store lost what the log's head promised; nothing to wait for
+                for msg in batch:
                     self.write(Encoded(message_event(log, msg)).data(self.mode))
-                    last = msg.offset
+                    last = self.cursors[name] = msg.offset
                     hub.deliveries += 1
-                self.cursors[name] = last
         self.behind_since = None
         hub.behind.pop(self, None)
 
@@ -303,7 +312,7 @@ class Hub:
         means the history the client knew is gone: it is told, and replay starts at 0."""
         log = self.member_log(sub.user, name)
         if epoch is not None and epoch != log.epoch:
-            sub.notify(Encoded({"type": "lost", "room": name, "epoch": log.epoch}))
+            sub.write(Encoded({"type": "lost", "room": name, "epoch": log.epoch}).data(sub.mode))
             after = 0
         sub.cursors[name] = max(0, min(after, log.head))
         log.subscribers.add(sub)

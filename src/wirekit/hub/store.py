@@ -109,7 +109,7 @@ class SqliteStore:
         return None if row is None else str(row[0])
 
     def logs(self) -> list[LogInfo]:
-        rows = self._db.execute("SELECT name, epoch, head FROM logs").fetchall()
+        rows = self._db.execute("SELECT name, epoch, head FROM logs ORDER BY name").fetchall()
         return [LogInfo(*row) for row in rows]
 
     def create_log(self, name: str) -> LogInfo:

@@ -202,6 +202,7 @@ class Connection(asyncio.Protocol):
         data = frame if self._framer is None else self._framer.encode(frame)
         transport.write(data if self._tls is None else self._tls.encrypt(data))
         stats = self.stats
+        stats.last_activity = self._time()
         stats.bytes_out += len(data)
         stats.frames_out += 1
 

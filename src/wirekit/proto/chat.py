@@ -35,7 +35,7 @@ class Spec:
 COMMANDS: dict[str, Spec] = {
     "register": Spec(("user", "password"), 0, False, "create an account and log in"),
     "login": Spec(("user", "password"), 0, False, "log in"),
-    "auth": Spec(("token",), 0, False, "log in with a token from /login or the REST API"),
+    "auth": Spec(("token",), 0, False, "log in with the token a /login reply carries"),
     "join": Spec(("room",), 0, True, "join a room (created if new) and make it current"),
     "leave": Spec(("room",), 0, True, "leave a room"),
     "rooms": Spec((), 0, True, "list rooms"),
@@ -105,7 +105,7 @@ class ChatReader:
     """Splits bytes into lines of at most ``max_line`` bytes and parses them.
 
     An over-long line is skipped up to its newline and reported once as ``line-too-long``;
-    invalid UTF-8 is reported as ``bad-utf8``. Buffered bytes never exceed ``max_line``.
+    invalid UTF-8 is reported as ``bad-utf8``. Buffered bytes never exceed ``max_line + 1``.
     """
 
     __slots__ = ("_buf", "_skipping", "max_line")
