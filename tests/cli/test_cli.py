@@ -37,10 +37,11 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
 
 def test_help_lists_every_command_and_each_has_an_example() -> None:
     out = wk("--help").stdout
-    for command in ("serve", "echo", "discover", "addr", "certs"):
+    for command in ("serve", "chat", "echo", "discover", "addr", "certs"):
         assert f"  {command} " in out
-    for command in (["serve"], ["echo", "serve"], ["echo", "send"], ["discover", "announce"],
-                    ["discover", "listen"], ["addr"], ["certs"]):  # fmt: skip
+    commands = [["serve"], ["chat"], ["echo", "serve"], ["echo", "send"], ["discover", "announce"],
+                ["discover", "listen"], ["addr"], ["certs"]]  # fmt: skip
+    for command in commands:
         assert "Example:" in wk(*command, "--help").stdout, command
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import getpass
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -79,16 +80,19 @@ def chat(
 
 
 async def _scripted(client: ChatClient) -> None:
+    # A daemon thread reads stdin: it works for pipes, files and /dev/null alike, and never
+    # holds up the exit.
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    done = asyncio.Event()
 
-    async def feed() -> None:
-        while line := await reader.readline():
-            client.send(line.decode(errors="replace").rstrip("\r\n"))
-        client.send("/quit")
+    def read() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(client.send, line.rstrip("\r\n"))
+        loop.call_soon_threadsafe(client.send, "/quit")
+        loop.call_soon_threadsafe(done.set)
 
-    await _together(client, feed())
+    threading.Thread(target=read, name="stdin", daemon=True).start()
+    await _together(client, done.wait())
 
 
 async def _interactive(client: ChatClient) -> None:

@@ -87,11 +87,10 @@ class ChatClient:
         self._queue: deque[str] = deque(maxlen=MAX_QUEUED)
 
     def send(self, line: str) -> None:
-        """Send a command or message now, or once logged in again."""
-        if line.strip().lower() == "/quit":
-            self.quitting = True
+        """Send a command or message now, or once logged in again. The client stops once a
+        ``/quit`` has actually been sent."""
         if self._ready and self._writer is not None:
-            self._writer.write(line.encode() + b"\n")
+            self._write([line])
         else:
             self._queue.append(line)
 
@@ -134,6 +133,13 @@ class ChatClient:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+    def _write(self, lines: list[str]) -> None:
+        assert self._writer is not None
+        if any(line.strip().lower() == "/quit" for line in lines):
+            self.quitting = True
+        if lines:
+            self._writer.write("".join(line + "\n" for line in lines).encode())
 
     def _login_line(self) -> str:
         o = self.options
@@ -187,8 +193,7 @@ class ChatClient:
         lines += list(self._queue)
         self._queue.clear()
         self._ready = True
-        if lines:
-            self._writer.write("".join(line + "\n" for line in lines).encode())
+        self._write(lines)
         if not first:
             self.show({"type": "status", "state": "connected", "message": "reconnected; resumed"})
 
