@@ -155,3 +155,34 @@ def test_chat_client_errors_are_one_line(spawn: Spawn, tmp_path: Path) -> None:
     )  # fmt: skip
     assert refused.returncode != 0
     assert "gave up after 2 attempts" in refused.stderr.decode().strip().splitlines()[-1]
+
+
+def test_chat_over_tls_and_hub_metrics(spawn: Spawn, tmp_path: Path) -> None:
+    data, chat, metrics = tmp_path / "data", free_port(), free_port()
+    serve(spawn, data, chat, metrics, "--tls")
+    (tmp_path / "pw").write_text("carol-password\n")
+    proc = subprocess.run(
+        wirekit_cmd("chat", "--server", f"localhost:{chat}", "--ca", str(data / "certs/ca.pem"),
+                    "--user", "carol", "--password-file", str(tmp_path / "pw"), "--register",
+                    "--json"),
+        input=b"/join #secure\nover tls\n/history #secure\n", capture_output=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [e["text"] for e in events if e["type"] == "msg"] == ["over tls", "over tls"]
+    with socket.create_connection(("127.0.0.1", chat), timeout=10) as plain:
+        plain.sendall(b"/help\n")  # plain text on the TLS port: the handshake fails
+        assert plain.recv(100) == b""  # closed; the server goes on
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics").read().decode()
+    values = {
+        line.split()[0]: float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("wirekit_")
+    }
+    assert values["wirekit_hub_published_total"] == 1
+    assert values["wirekit_hub_deliveries_total"] == 1
+    assert values["wirekit_hub_rooms"] == 1
+    labels = 'server="chat",transport="tcp",worker="0"'
+    assert values[f'wirekit_errors_total{{kind="tls-handshake",{labels}}}'] == 1
+    # The readiness probe connected and left without a hello: not an error.
+    assert values[f'wirekit_connections_closed_total{{reason="tls-no-hello",{labels}}}'] >= 1

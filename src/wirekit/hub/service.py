@@ -6,12 +6,14 @@ import asyncio
 import logging
 import resource
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from ..io.lifecycle import stop_on_signals
 from ..io.metrics import MetricsServer
@@ -38,6 +40,32 @@ class HubConfig:
     limits: Limits = field(default_factory=Limits)
     cert: str | None = None
     key: str | None = None
+
+
+class HubCollector(Collector):
+    """The engine's counters and gauges, read at scrape time."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        hub = self.hub
+        for name, doc, value in (
+            ("published", "Messages appended to a log", hub.published),
+            ("deliveries", "Messages written to subscribers (live and catch-up)", hub.deliveries),
+            ("fell_behind", "Times a subscriber's send queue filled and it fell behind",
+             hub.fell_behind),
+        ):  # fmt: skip
+            yield CounterMetricFamily(f"wirekit_hub_{name}", doc, value=value)
+        rooms = sum(1 for log in hub.logs.values() if not log.private)
+        for name, doc, value in (
+            ("rooms", "Rooms", rooms),
+            ("users_online", "Users with at least one logged-in connection", len(hub.online)),
+            ("subscribers", "Logged-in connections",
+             sum(len(conns) for conns in hub.online.values())),
+            ("behind", "Subscribers now behind (catching up from the log)", len(hub.behind)),
+        ):  # fmt: skip
+            yield GaugeMetricFamily(f"wirekit_hub_{name}", doc, value=value)
 
 
 def raise_fd_limit() -> int:
@@ -76,7 +104,7 @@ class HubService:
                 await self.chat.start(*cfg.chat)
             if cfg.metrics is not None:
                 self.metrics = MetricsServer(
-                    lambda conns: [("0", s) for s in self.snapshots(conns)]
+                    lambda conns: [("0", s) for s in self.snapshots(conns)], HubCollector(self.hub)
                 )
                 await self.metrics.start(*cfg.metrics)
         except BaseException:

@@ -91,10 +91,12 @@ def _bucket_label(bound: float) -> str:
 class MetricsServer:
     """An aiohttp server for ``/metrics``, ``/connections`` and ``/healthz``."""
 
-    def __init__(self, source: SnapshotSource) -> None:
+    def __init__(self, source: SnapshotSource, *collectors: Collector) -> None:
         self.source = source
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SnapshotCollector(source))
+        for collector in collectors:  # a feature's own metrics (the hub's, ...)
+            self.registry.register(collector)
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/connections", self._connections)

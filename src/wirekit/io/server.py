@@ -174,9 +174,13 @@ class Connection(asyncio.Protocol):
         reason = self._close_reason or ("reset" if exc is not None else "peer-closed")
         if not self._registered:
             return
-        if self.handshaking and not reason.startswith("tls-"):  # the peer gave up mid-handshake
-            reason = "tls-handshake"
-            self._server.stats.errors[reason] += 1
+        tls = self._tls
+        if tls is not None and not tls.handshaken and not reason.startswith("tls-"):
+            if tls.started:  # the peer gave up mid-handshake
+                reason = "tls-handshake"
+                self._server.stats.errors[reason] += 1
+            else:  # connected and left without a hello: a port probe, not an error
+                reason = "tls-no-hello"
         self._server._connection_closed(self, reason)
         if self._handler is None:
             return

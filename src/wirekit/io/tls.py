@@ -43,7 +43,7 @@ class TlsSession:
     connections before the protocol hears of them.
     """
 
-    __slots__ = ("_incoming", "_object", "_outgoing", "handshaken", "peer_closed")
+    __slots__ = ("_incoming", "_object", "_outgoing", "handshaken", "peer_closed", "started")
 
     def __init__(self, context: ssl.SSLContext) -> None:
         self._incoming = ssl.MemoryBIO()
@@ -51,11 +51,13 @@ class TlsSession:
         self._object = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self.handshaken = False
         self.peer_closed = False
+        self.started = False  # any byte received: a port probe sends none
 
     def receive(self, data: bytes) -> bytes:
         """Feed ciphertext; return the plaintext it completes. Raises :class:`ssl.SSLError`
         when the handshake or a record fails."""
         self._incoming.write(data)
+        self.started = True
         if not self.handshaken:
             try:
                 self._object.do_handshake()
