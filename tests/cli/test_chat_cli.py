@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import resource
+import select
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -186,3 +189,49 @@ def test_chat_over_tls_and_hub_metrics(spawn: Spawn, tmp_path: Path) -> None:
     assert values[f'wirekit_errors_total{{kind="tls-handshake",{labels}}}'] == 1
     # The readiness probe connected and left without a hello: not an error.
     assert values[f'wirekit_connections_closed_total{{reason="tls-no-hello",{labels}}}'] >= 1
+
+
+def test_interactive_client_shows_messages_while_you_type(spawn: Spawn, tmp_path: Path) -> None:
+    chat, metrics = free_port(), free_port()
+    serve(spawn, tmp_path / "data", chat, metrics)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the client on a terminal
+        try:
+            os.environ["TERM"] = "xterm"
+            os.execv(sys.executable, [sys.executable, "-m", "wirekit", "chat", "--server",
+                                      f"127.0.0.1:{chat}", "--user", "dora", "--register"])  # fmt: skip
+        finally:
+            os._exit(127)
+
+    def read_until(needle: bytes, timeout: float = 10.0) -> bytes:
+        out, deadline = b"", time.monotonic() + timeout
+        while needle not in out and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.1)[0]:
+                out += os.read(fd, 65536)
+        assert needle in out, out
+        return out
+
+    try:
+        read_until(b"password for dora: ")
+        os.write(fd, b"dora-password\r")
+        read_until(b"* welcome, dora")
+        os.write(fd, b"/join #t\r")
+        read_until(b"now talking in #t")
+        eve = LinePeer(chat)
+        eve.send("/register eve eve-password", "/join #t")
+        eve.until(lambda e: e.get("cmd") == "joined")
+        os.write(fd, b"half a li")  # typing, not sent yet
+        time.sleep(0.3)
+        eve.send("hello dora")
+        read_until(b"[#t] eve: hello dora")  # shown while the line is being typed
+        os.write(fd, b"ne\r")
+        assert eve.until(lambda e: e["type"] == "msg" and e["from"] == "dora")["text"] == (
+            "half a line"
+        )
+        os.write(fd, b"/quit\r")
+        read_until(b"* bye")
+        eve.close()
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0
