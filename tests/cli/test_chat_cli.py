@@ -198,8 +198,8 @@ def test_interactive_client_shows_messages_while_you_type(spawn: Spawn, tmp_path
     if pid == 0:  # the child: the client on a terminal
         try:
             os.environ["TERM"] = "xterm"
-            os.execv(sys.executable, [sys.executable, "-m", "wirekit", "chat", "--server",
-                                      f"127.0.0.1:{chat}", "--user", "dora", "--register"])  # fmt: skip
+            args = ["chat", "--server", f"127.0.0.1:{chat}", "--user", "dora", "--register"]
+            os.execv(sys.executable, [sys.executable, "-m", "wirekit", *args])
         finally:
             os._exit(127)
 
