@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -30,6 +31,26 @@ class HostPort(click.ParamType):  # type: ignore[type-arg]
 
 
 HOSTPORT = HostPort()
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
+
+
+class Duration(click.ParamType):  # type: ignore[type-arg]
+    """Seconds, written ``250ms``, ``10s``, ``2m``, ``1h`` or a bare number of seconds."""
+
+    name = "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, float):
+            return value
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", str(value))
+        if m is None:
+            self.fail(f"{value!r} is not a duration (e.g. 500ms, 10s, 2m)", param, ctx)
+        return float(m[1]) * _DURATION_UNITS[m[2] or ""]
+
+
+DURATION = Duration()
 
 
 def json_option(f: F) -> F:

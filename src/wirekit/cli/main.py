@@ -9,7 +9,7 @@ import click
 from .. import __version__
 from ..errors import WirekitError
 from ..log import setup_logging
-from . import addr, certs, chat, discover, echo, serve
+from . import addr, certs, chat, discover, echo, load, serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -38,6 +38,7 @@ def cli(log_level: str, log_format: str) -> None:
 
 cli.add_command(serve.serve)
 cli.add_command(chat.chat)
+cli.add_command(load.load)
 cli.add_command(echo.echo)
 cli.add_command(discover.discover)
 cli.add_command(addr.addr)
