@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := openssl gcc
+APT_PACKAGES := openssl gcc chromium
 
 .PHONY: serve test lint bench system-deps install clean
 
@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# Debian packages the tests and benchmarks call (openssl s_client as a TLS oracle; gcc builds
+# Debian packages the tests and benchmarks call (openssl s_client as a TLS oracle; chromium
+# renders the load report under Playwright; gcc builds
 # the benchmark's C load generator). Installed only when missing.
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \

@@ -59,7 +59,9 @@ class Handler(asyncio.Protocol):
         assert self.transport is not None
         if url == b"/__count":
             body = str(self.server.count).encode()
-            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
             return
         self.server.count += 1
         if url == b"/close":

@@ -80,6 +80,7 @@ class Engine:
         self._timer: HighResTimer | None = None  # the open model's dispatch timer
         self._stopped_at = 0
         self._address = config.target.host
+        self._sweep_period = min(SWEEP_PERIOD, config.timeout / 4)  # timeouts ~ 25% late at most
         self.in_flight = 0
 
     # -- running ------------------------------------------------------------------------------
@@ -108,7 +109,7 @@ class Engine:
         for _ in range(cfg.connections):
             self._spawn(self._open())
         timers = self._timers
-        timers["sweep"] = loop.call_later(SWEEP_PERIOD, self._sweep)
+        timers["sweep"] = loop.call_later(self._sweep_period, self._sweep)
         if progress is not None:
             timers["progress"] = loop.call_later(PROGRESS_PERIOD, self._progress, progress)
         if self.schedule is not None:
@@ -322,7 +323,7 @@ class Engine:
             if conn.inflight and now - conn.inflight[0][1] > limit:
                 self.broken(conn, "timeout")
         assert self._loop is not None
-        self._timers["sweep"] = self._loop.call_later(SWEEP_PERIOD, self._sweep)
+        self._timers["sweep"] = self._loop.call_later(self._sweep_period, self._sweep)
 
     def _progress(self, callback: Callable[[Engine], None]) -> None:
         callback(self)

@@ -36,6 +36,11 @@ def summary(h: HdrHistogram) -> dict[str, float]:
     return out
 
 
+def _encode(h: HdrHistogram) -> str:
+    """HdrHistogram's compressed base64 form, as text (JSON- and pipe-safe)."""
+    return str(h.encode().decode("ascii"))
+
+
 class Second:
     """One second of the timeline."""
 
@@ -105,11 +110,11 @@ class Recorder:
     def to_wire(self) -> dict[str, Any]:
         return {
             "start_ns": self.start_ns,
-            "corrected": self.corrected.encode(),
-            "uncorrected": self.uncorrected.encode(),
-            "lag": self.lag.encode(),
+            "corrected": _encode(self.corrected),
+            "uncorrected": _encode(self.uncorrected),
+            "lag": _encode(self.lag),
             "seconds": [
-                (sec.completed, sec.errors, sec.bytes_in, sec.latency.encode())
+                (sec.completed, sec.errors, sec.bytes_in, _encode(sec.latency))
                 for sec in self.seconds
             ],
             "status": dict(self.status),

@@ -1,0 +1,196 @@
+"""`wirekit load` against real servers started by the tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import free_port, wait_for_port, wirekit_cmd
+from wirekit.load.recorder import Recorder, summary
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class CountingServer:
+    def __init__(self, *args: str) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.load.http_server", str(self.port), *args],
+            cwd=ROOT, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_port(self.port)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    @property
+    def count(self) -> int:
+        return int(urllib.request.urlopen(f"{self.url}/__count", timeout=5).read())
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def server() -> Iterator[CountingServer]:
+    srv = CountingServer()
+    yield srv
+    srv.stop()
+
+
+def load(*args: str, timeout: float = 60) -> tuple[int, dict[str, Any]]:
+    proc = subprocess.run(wirekit_cmd("load", *args, "--json"), capture_output=True,
+                          timeout=timeout)  # fmt: skip
+    assert proc.stdout, proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_counts_are_exact(server: CountingServer) -> None:
+    _, r = load(server.url + "/", "-n", "5000", "-c", "20")
+    assert r["requests"] == {"sent": 5000, "completed": 5000, "errors": 0, "error_rate_pct": 0.0}
+    assert r["status"] == {"200": 5000}
+    assert server.count == 5000
+    _, r = load(server.url + "/", "-d", "2s", "-c", "8", "--pipeline", "4")
+    assert r["requests"]["errors"] == 0
+    assert server.count == 5000 + r["requests"]["completed"]  # every request sent was answered
+    assert sum(row["completed"] for row in r["timeline"]) == r["requests"]["completed"]
+
+
+def test_workers_counts_are_exact(server: CountingServer) -> None:
+    _, r = load(server.url + "/", "-n", "3000", "-c", "10", "--workers", "2")
+    assert r["workers"] == 2
+    assert r["requests"]["completed"] == 3000 == server.count
+
+
+def test_open_model_holds_its_rate(server: CountingServer) -> None:
+    _, r = load(server.url + "/", "--rate", "1000", "-d", "5s", "-c", "20")
+    assert r["model"] == "open" and r["rate"] == 1000
+    assert 4950 <= r["requests"]["completed"] <= 5050  # within 1%
+    assert abs(r["throughput_rps"] - 1000) <= 10, r["throughput_rps"]
+    assert server.count == r["requests"]["completed"]
+    assert r["scheduler_lag_ms"]["p50"] < 1.0
+
+
+def test_corrected_latency_shows_a_stall_the_uncorrected_hides() -> None:
+    stalling = CountingServer("--stall-at", "1.5", "--stall-for", "1.0")
+    try:
+        _, r = load(stalling.url + "/", "--rate", "500", "-d", "4s", "-c", "5")
+    finally:
+        stalling.stop()
+    corrected, uncorrected = r["latency_ms"]["corrected"], r["latency_ms"]["uncorrected"]
+    # ~500 requests were due during the 1 s stall: they waited up to a second from their due
+    # time, but only the 5 in flight waited after being sent.
+    assert corrected["p99"] > 400, corrected
+    assert uncorrected["p99"] < 50, uncorrected
+    assert corrected["max"] > 900
+    assert r["requests"]["errors"] == 0
+
+
+def test_merged_histograms_equal_one_process() -> None:
+    whole, parts = Recorder(0), [Recorder(0), Recorder(0)]
+    for i in range(1, 20_001):
+        intended, done = i * 1_000_000, i * 1_000_000 + (i % 977) * 37_000
+        for rec in (whole, parts[i % 2]):
+            rec.response(intended, intended, done, 200 if i % 10 else 503)
+    merged = Recorder(0)
+    for part in parts:
+        merged.merge(json.loads(json.dumps(part.to_wire())))  # over a pipe: plain data
+    assert summary(merged.corrected) == summary(whole.corrected)
+    assert merged.corrected.get_total_count() == 20_000
+    assert merged.status == whole.status
+    assert [s.completed for s in merged.seconds] == [s.completed for s in whole.seconds]
+    assert summary(merged.seconds[3].latency) == summary(whole.seconds[3].latency)
+
+
+def test_thresholds_set_the_exit_code(server: CountingServer) -> None:
+    code, r = load(server.url + "/", "-n", "500", "--threshold", "p99 < 5s",
+                   "--threshold", "errors < 0.1%", "--threshold", "rps > 1")  # fmt: skip
+    assert code == 0 and all(t["passed"] for t in r["thresholds"])
+    code, r = load(server.url + "/", "-n", "500", "--threshold", "p50 < 1us")
+    assert code == 1 and r["thresholds"][0]["passed"] is False
+    code, r = load(server.url + "/half", "-n", "50", "--threshold", "errors < 1%")
+    assert code == 1 and r["thresholds"][0]["actual"] == 100.0
+
+
+def test_faults_are_counted_by_kind_never_a_hang(server: CountingServer) -> None:
+    cases = {
+        "/half": "closed-mid-response",
+        "/garbage": "malformed-response",
+    }
+    for path, kind in cases.items():
+        _, r = load(server.url + path, "-n", "40", "-c", "4")
+        assert r["errors"] == {kind: 40}, (path, r["errors"])
+    _, r = load(server.url + "/close", "-n", "40", "-c", "4")  # Connection: close is fine
+    assert r["requests"]["completed"] == 40 and not r["errors"]
+    _, r = load(f"http://127.0.0.1:{free_port()}/", "-n", "7")
+    assert r["errors"] == {"refused": 7}
+    _, r = load("http://no-such-host.invalid/", "-n", "3")
+    assert r["errors"] == {"dns": 3}
+    _, r = load(server.url + "/slow", "-n", "4", "-c", "2", "--timeout", "10ms")
+    assert r["errors"] == {"timeout": 4}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ftp://example.com/"], "bad URL 'ftp://example.com/'"),
+        (["http://127.0.0.1:99999/"], "bad port in URL"),
+        (["http://127.0.0.1:1/", "--threshold", "p99 fast"], "bad threshold 'p99 fast'"),
+        (["http://127.0.0.1:1/", "--steps", "100"], "bad --steps part '100'"),
+        (["http://127.0.0.1:1/", "-H", "nocolon"], "bad header 'nocolon'"),
+        (["http://127.0.0.1:1/", "--body-file", "/nonexistent"], "cannot read --body-file"),
+        (["http://127.0.0.1:1/", "-d", "soon"], "'soon' is not a duration"),
+    ],
+)
+def test_bad_input_is_one_error_line(args: list[str], message: str) -> None:
+    proc = subprocess.run(wirekit_cmd("load", *args), capture_output=True, timeout=30)
+    err = proc.stderr.decode().strip()
+    assert proc.returncode not in (0, 3) and message in err and len(err.splitlines()) == 1, err
+
+
+def test_csv_and_html_report(server: CountingServer, tmp_path: Path) -> None:
+    html, csv = tmp_path / "report.html", tmp_path / "timeline.csv"
+    _, r = load(server.url + "/", "--rate", "300", "-d", "3s", "--html", str(html),
+                "--csv", str(csv))  # fmt: skip
+    rows = csv.read_text().splitlines()
+    assert rows[0].startswith("second,completed,errors")
+    assert sum(int(row.split(",")[1]) for row in rows[1:]) == r["requests"]["completed"]
+    text = html.read_text()
+    assert "<script" not in text and "http://" not in text.replace(server.url, "")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )  # fmt: skip
+        try:
+            page = browser.new_page()
+            page.route("**/*", lambda route: route.abort() if not route.request.url.startswith(
+                "file:") else route.continue_())  # fmt: skip
+            page.goto(html.as_uri())
+            charts = page.locator("svg.chart")
+            assert charts.count() == 3
+            for i in range(3):
+                box = charts.nth(i).bounding_box()
+                assert box is not None and box["width"] > 500 and box["height"] > 200
+            series = page.locator("polyline.series")
+            assert {series.nth(i).get_attribute("data-series") for i in range(series.count())} == {
+                "p50",
+                "p99",
+                "max",
+                "spectrum",
+            }
+            points = page.locator('polyline[data-series="p99"]').get_attribute("points") or ""
+            assert len(points.split()) == len(r["timeline"])  # one point per second
+            assert page.locator("rect.bar").count() == len(r["timeline"])
+            assert "VALID" in page.inner_text("body")
+        finally:
+            browser.close()
