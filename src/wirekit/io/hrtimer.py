@@ -61,10 +61,6 @@ class HighResTimer:
                 _LIBC.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)  # wake within µs, not 50 µs
                 loop.add_reader(fd, self._fired)
 
-    @property
-    def precise(self) -> bool:
-        return self._fd >= 0
-
     def at(self, deadline_ns: int) -> None:
         if self._fd < 0:
             if self._handle is not None:

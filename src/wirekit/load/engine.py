@@ -16,7 +16,7 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import Any
 
@@ -44,7 +44,6 @@ class LoadConfig:
     connect_timeout: float = 5.0
     ssl: ssl.SSLContext | None = None
     seed: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def connect_error_kind(exc: BaseException) -> str:
@@ -65,7 +64,7 @@ class Engine:
     def __init__(self, config: LoadConfig, start_ns: int | None = None) -> None:
         self.config = config
         self.recorder = Recorder(start_ns or perf_counter_ns())
-        self.request = config.target.requests[0].encode(config.target.host_header)
+        self.request = config.target.request.encode(config.target.host_header)
         self.issued = 0
         self.stopping = False
         self.conns: set[HttpConnection] = set()

@@ -50,7 +50,7 @@ class HttpTarget:
     scheme: str  # http | https
     host: str
     port: int
-    requests: tuple[HttpRequest, ...] = field(default_factory=lambda: (HttpRequest(),))
+    request: HttpRequest = field(default_factory=HttpRequest)
 
     @property
     def host_header(self) -> str:
@@ -71,7 +71,7 @@ def parse_target(url: str, request: HttpRequest) -> HttpTarget:
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     req = HttpRequest(request.method, path, request.headers, request.body)
     port = port or (443 if parts.scheme == "https" else 80)
-    return HttpTarget(parts.scheme, parts.hostname, port, (req,))
+    return HttpTarget(parts.scheme, parts.hostname, port, req)
 
 
 class HttpConnection(asyncio.Protocol):

@@ -59,8 +59,8 @@ class Schedule:
         self._step = 0
         self._step_start = start
         self.end = start + int(sum(s.seconds for s in steps) * NS)
-        self.next: int | None = start
-        self.next = self._following(start)
+        # Even spacing sends the first request at the start; Poisson after a first gap.
+        self.next: int | None = self._following(start) if poisson else start
 
     def rate_at(self, t: int) -> float:
         step = self._steps[self._step]
@@ -74,10 +74,6 @@ class Schedule:
         assert self.next is not None
         self.next = self._following(self.next)
         return self.next
-
-    def planned(self) -> int:
-        """How many sends the plan holds in total (its integral), for progress and checks."""
-        return int(sum(s.seconds * (s.rate_from + s.rate_to) / 2 for s in self._steps))
 
     def _following(self, t: int) -> int | None:
         # The next arrival is where the rate's integral since ``t`` reaches u (1, or an
