@@ -3,15 +3,20 @@
 Run as ``python -m tests.load.http_server PORT [--stall-at S --stall-for D]``. ``GET /__count``
 returns the number of requests served so far (not counting itself). Paths change the answer:
 ``/close`` answers with ``Connection: close``, ``/half`` sends half a response and closes,
-``/garbage`` answers bytes that are not HTTP, ``/slow`` waits 50 ms. With ``--stall-at`` the
-whole server stops answering for ``--stall-for`` seconds, ``--stall-at`` seconds after start.
+``/garbage`` answers bytes that are not HTTP, ``/slow`` waits 50 ms. For scenarios:
+``POST /login`` with ``{"user": U}`` answers ``{"token": "tok-U"}``; ``/whoami`` answers U for
+``Authorization: Bearer tok-U`` and 401 otherwise; ``GET /__whoami`` lists who was seen. With
+``--stall-at`` the whole server stops answering for ``--stall-for`` seconds, ``--stall-at``
+seconds after start.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import time
+from collections import Counter
 
 import httptools
 
@@ -21,6 +26,7 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\no
 class Server:
     def __init__(self, stall_at: float | None, stall_for: float) -> None:
         self.count = 0
+        self.seen: Counter[str] = Counter()
         self.start = time.monotonic()
         self.stall_at = stall_at
         self.stall_for = stall_for
@@ -38,8 +44,9 @@ class Handler(asyncio.Protocol):
         self.server = server
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
+        self.headers: dict[bytes, bytes] = {}
+        self.body = b""
         self.transport: asyncio.Transport | None = None
-        self.pending: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -54,32 +61,55 @@ class Handler(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self.url += url
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.lower()] = value
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def reply(self, status: str, body: bytes) -> None:
+        assert self.transport is not None
+        head = b"HTTP/1.1 %s\r\nContent-Length: %d\r\n\r\n" % (status.encode(), len(body))
+        self.transport.write(head + body)
+
     def on_message_complete(self) -> None:
         url, self.url = self.url, b""
-        assert self.transport is not None
+        headers, self.headers = self.headers, {}
+        body, self.body = self.body, b""
+        transport = self.transport
+        assert transport is not None
         if url == b"/__count":
-            body = str(self.server.count).encode()
-            self.transport.write(
-                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-            )
+            self.reply("200 OK", str(self.server.count).encode())
+            return
+        if url == b"/__whoami":
+            self.reply("200 OK", json.dumps(self.server.seen).encode())
             return
         self.server.count += 1
-        if url == b"/close":
-            self.transport.write(OK.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1))
-            self.transport.close()
-        elif url == b"/half":
-            self.transport.write(OK[:20])
-            self.transport.close()
-        elif url == b"/garbage":
-            self.transport.write(b"NOT HTTP AT ALL\r\n\r\n")
-        elif url == b"/slow":
-            asyncio.get_running_loop().call_later(0.05, self.transport.write, OK)
-        else:
-            delay = self.server.stall_left()
-            if delay > 0:
-                asyncio.get_running_loop().call_later(delay, self.transport.write, OK)
+        loop = asyncio.get_running_loop()
+        if url == b"/login":
+            user = json.loads(body)["user"]
+            self.reply("200 OK", json.dumps({"token": f"tok-{user}"}).encode())
+        elif url == b"/whoami":
+            auth = headers.get(b"authorization", b"").decode()
+            if auth.startswith("Bearer tok-"):
+                self.server.seen[auth.removeprefix("Bearer tok-")] += 1
+                self.reply("200 OK", auth.removeprefix("Bearer tok-").encode())
             else:
-                self.transport.write(OK)
+                self.reply("401 Unauthorized", b"who?")
+        elif url == b"/close":
+            transport.write(OK.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1))
+            transport.close()
+        elif url == b"/half":
+            transport.write(OK[:20])
+            transport.close()
+        elif url == b"/garbage":
+            transport.write(b"NOT HTTP AT ALL\r\n\r\n")
+        elif url == b"/slow":
+            loop.call_later(0.05, transport.write, OK)
+        elif (delay := self.server.stall_left()) > 0:
+            loop.call_later(delay, transport.write, OK)
+        else:
+            transport.write(OK)
 
 
 async def main() -> None:

@@ -194,3 +194,76 @@ def test_csv_and_html_report(server: CountingServer, tmp_path: Path) -> None:
             assert "VALID" in page.inner_text("body")
         finally:
             browser.close()
+
+
+SCENARIO = """
+base = "{url}"
+thresholds = ["errors < 1%"]
+
+[vars]
+greeting = "hi"
+
+[[feeder]]
+file = "users.csv"
+
+[[request]]
+name = "login"
+once = true
+method = "POST"
+path = "/login"
+body = '{{"user": "${{user}}"}}'
+headers = {{ "Content-Type" = "application/json" }}
+extract = {{ token = "json:$.token" }}
+
+[[request]]
+name = "whoami"
+weight = 3
+path = "/whoami"
+headers = {{ Authorization = "Bearer ${{token}}" }}
+
+[[request]]
+name = "home"
+weight = 1
+path = "/?g=${{greeting}}"
+"""
+
+
+def test_scenario_weights_feeders_and_extraction(server: CountingServer, tmp_path: Path) -> None:
+    (tmp_path / "users.csv").write_text("user\nann\nbob\ncy\n")
+    (tmp_path / "shop.toml").write_text(SCENARIO.format(url=server.url))
+    code, r = load("--scenario", str(tmp_path / "shop.toml"), "-c", "3", "-n", "803",
+                   "--seed", "1")  # fmt: skip
+    assert code == 0, r["thresholds"]
+    assert r["status"] == {"200": 803}  # every /whoami carried a token it had extracted
+    names = r["requests_by_name"]
+    assert names["login"] == 3  # once per virtual user
+    assert abs(names["whoami"] / (names["whoami"] + names["home"]) - 0.75) < 0.06
+    seen = json.loads(urllib.request.urlopen(f"{server.url}/__whoami").read())
+    assert set(seen) == {"ann", "bob", "cy"}  # one feeder row per user
+    assert r["thresholds"] == [{"threshold": "errors < 1%", "actual": 0.0, "passed": True}]
+
+
+def test_scenario_missing_variable_and_bad_files(server: CountingServer, tmp_path: Path) -> None:
+    no_login = SCENARIO.replace("once = true", "weight = 0").replace('file = "users.csv"', "")
+    no_login = no_login.replace("[[feeder]]", "")
+    (tmp_path / "s.toml").write_text(no_login.format(url=server.url))
+    code, r = load("--scenario", str(tmp_path / "s.toml"), "-n", "200", "--seed", "3")
+    assert code == 1  # the file's threshold failed
+    assert set(r["errors"]) == {"missing-variable"}  # ${token} was never extracted
+    assert r["errors"]["missing-variable"] + r["requests_by_name"]["home"] == 200
+    for text, message in (
+        ("nonsense = 1\n[[request]]\npath = '/'", "unknown key(s) nonsense"),
+        (
+            "[[request]]\npath = 'x'",
+            "request #1 (request-1): path must be a string starting with /",
+        ),
+        ("[[request]]\nextract = { t = 'xpath://a' }", "expected 'json:$.path'"),
+        ("[[request]]\npath = '/'\n[[feeder]]\nfile = 'none.csv'", "cannot read"),
+        ("[[request", "is not valid TOML"),
+    ):
+        (tmp_path / "bad.toml").write_text(text)
+        args = ["load", server.url, "--scenario", str(tmp_path / "bad.toml")]
+        proc = subprocess.run(wirekit_cmd(*args), capture_output=True, timeout=30)
+        err = proc.stderr.decode().strip()
+        assert proc.returncode == 1 and message in err and len(err.splitlines()) == 1, err
+        assert "bad.toml" in err

@@ -17,6 +17,7 @@ from ..load.engine import LoadConfig
 from ..load.http import HttpRequest, parse_target
 from ..load.report import Threshold, exit_code, to_csv
 from ..load.runner import execute
+from ..load.scenario import load_scenario
 from ..load.schedule import parse_steps, plan
 from .common import DURATION, emit_json, json_option
 
@@ -32,7 +33,13 @@ def _headers(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 
 @click.command(short_help="HTTP load tester: closed/open model, HDR latency, CO-corrected.")
-@click.argument("url")
+@click.argument("url", required=False)
+@click.option(
+    "--scenario",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML scenario: weighted requests, variables, feeders, extraction, thresholds.",
+)
 @click.option(
     "-c", "--connections", type=int, default=10, show_default=True, help="Concurrent connections."
 )
@@ -112,13 +119,14 @@ def _headers(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 )
 @click.option("--seed", type=int, default=None, help="Seed for Poisson arrivals.")
 @json_option
-def load(url: str, connections: int, duration: float | None, count: int | None,
-         rate: float | None, ramp: float, steps: str | None, poisson: bool, pipeline: int,
-         think: float, method: str, headers: tuple[str, ...], body: str | None,
+def load(url: str | None, scenario: Path | None, connections: int, duration: float | None,
+         count: int | None, rate: float | None, ramp: float, steps: str | None, poisson: bool,
+         pipeline: int, think: float, method: str, headers: tuple[str, ...], body: str | None,
          body_file: Path | None, timeout: float, connect_timeout: float, ca: str | None,
          insecure: bool, workers: int, thresholds: tuple[str, ...], csv_file: Path | None,
          html_file: Path | None, seed: int | None, as_json: bool) -> None:  # fmt: skip
     """Load-test URL (http:// or https://) and report throughput and latency percentiles.
+    With --scenario, the requests come from the file (URL, if given, replaces its base).
 
     Closed model (default): -c connections send as fast as responses come back. Open model
     (--rate, --steps): requests leave on schedule; latency counts from when each was due, so a
@@ -131,6 +139,7 @@ def load(url: str, connections: int, duration: float | None, count: int | None,
       wirekit load http://127.0.0.1:8080/ -c 50 -d 30s
       wirekit load http://127.0.0.1:8080/api --rate 2000 --ramp 5s -d 60s --threshold 'p99<20ms'
       wirekit load https://localhost:8443/ --ca certs/ca.pem -n 10000 --json
+      wirekit load --scenario shop.toml -c 20 -d 1m
     """
     if body is not None and body_file is not None:
         raise UsageError("give --body or --body-file, not both")
@@ -149,6 +158,11 @@ def load(url: str, connections: int, duration: float | None, count: int | None,
         raise UsageError("give --rate or --steps, not both")
     if duration is None and count is None:
         duration = 10.0
+    plan_file = load_scenario(scenario) if scenario is not None else None
+    if plan_file is not None:
+        url = url or plan_file.base
+    if not url:
+        raise UsageError("give a URL (or a --scenario file with base = 'http://...')")
     target = parse_target(url, HttpRequest(method.upper(), "/", _headers(headers), payload))
     plan_steps = None
     if steps is not None:
@@ -161,8 +175,10 @@ def load(url: str, connections: int, duration: float | None, count: int | None,
         target=target, connections=connections, duration=duration, count=count,
         pipeline=pipeline, think=think, steps=plan_steps, poisson=poisson, timeout=timeout,
         connect_timeout=connect_timeout, ssl=_ssl(target.scheme, ca, insecure), seed=seed,
+        scenario=plan_file,
     )  # fmt: skip
-    checks = [Threshold.parse(t) for t in thresholds]
+    file_checks = plan_file.thresholds if plan_file is not None else []
+    checks = [Threshold.parse(t) for t in [*file_checks, *thresholds]]
     console = Console(stderr=True)
     if console.is_terminal and not as_json and workers == 1:
         total = duration or 0.0
@@ -225,6 +241,8 @@ def _summary(r: dict[str, Any]) -> Table:
             f"{req['errors']:,} errors ({req['error_rate_pct']:.3f}%), "
             f"{r['bytes']['in']:,} bytes in",
             "status: " + (", ".join(f"{k}: {v:,}" for k, v in r["status"].items()) or "none"),
+            *(["requests: " + ", ".join(f"{k}: {v:,}" for k, v in r["requests_by_name"].items())]
+              if r["requests_by_name"] else []),
             *(["errors: " + ", ".join(f"{k}: {v:,}" for k, v in r["errors"].items())]
               if r["errors"] else []),
             *(f"threshold {t['threshold']}: {'ok' if t['passed'] else 'FAILED'} "

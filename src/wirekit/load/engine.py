@@ -21,8 +21,9 @@ from time import perf_counter_ns
 from typing import Any
 
 from ..io.hrtimer import HighResTimer
-from .http import HttpConnection, HttpTarget
+from .http import HttpConnection, HttpTarget, ScenarioConnection
 from .recorder import Recorder, clamp_us
+from .scenario import Scenario, VirtualUser
 from .schedule import NS, Schedule, Step
 
 MAX_BACKLOG = 1_000_000  # due requests waiting for a free connection slot
@@ -44,6 +45,7 @@ class LoadConfig:
     connect_timeout: float = 5.0
     ssl: ssl.SSLContext | None = None
     seed: int | None = None
+    scenario: Scenario | None = None
 
 
 def connect_error_kind(exc: BaseException) -> str:
@@ -78,6 +80,7 @@ class Engine:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._timer: HighResTimer | None = None  # the open model's dispatch timer
         self._stopped_at = 0
+        self._users = 0
         self._address = config.target.host
         self._sweep_period = min(SWEEP_PERIOD, config.timeout / 4)  # timeouts ~ 25% late at most
         self.in_flight = 0
@@ -151,7 +154,7 @@ class Engine:
             try:
                 async with asyncio.timeout(cfg.connect_timeout):
                     _, conn = await self._loop.create_connection(
-                        lambda: HttpConnection(self, self.request),
+                        self._new_connection,
                         self._address,
                         target.port,
                         ssl=cfg.ssl,
@@ -173,6 +176,14 @@ class Engine:
             self._ready(conn)
             return
 
+    def _new_connection(self) -> HttpConnection:
+        scenario = self.config.scenario
+        if scenario is None:
+            return HttpConnection(self, self.request)
+        self._users += 1
+        host = self.config.target.host_header
+        return ScenarioConnection(self, VirtualUser(scenario, host, self._users, self.config.seed))
+
     def _failed_attempt(self, kind: str) -> None:
         """A connection attempt failed: that is one request that could not be sent."""
         now = perf_counter_ns()
@@ -193,8 +204,17 @@ class Engine:
         return not self.stopping and (count is None or self.issued < count)
 
     def _send(self, conn: HttpConnection, intended: int) -> None:
-        self.in_flight += 1
-        conn.send(intended)
+        if conn.send(intended):
+            self.in_flight += 1
+            return
+        # A scenario request that needs a variable this user has not extracted yet.
+        self.recorder.failure("missing-variable", perf_counter_ns())
+        assert self._loop is not None
+        self._loop.call_soon(self._retry_slot, conn)
+
+    def _retry_slot(self, conn: HttpConnection) -> None:
+        if conn in self.conns:
+            self._free_slot(conn)
 
     def _free_slot(self, conn: HttpConnection) -> None:
         if self.schedule is not None:

@@ -20,6 +20,7 @@ from ..errors import UsageError
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .scenario import RequestSpec, VirtualUser
 
 USER_AGENT = "wirekit-load"
 
@@ -124,11 +125,60 @@ class HttpConnection(asyncio.Protocol):
         self._engine.completed(self, self._parser.should_keep_alive())
 
     # -- what the engine uses -----------------------------------------------------------------
-    def send(self, intended: int) -> None:
+    def send(self, intended: int) -> bool:
+        """Write the request; ``False`` if there was nothing to send (scenarios)."""
+        self._write(intended, self._request)
+        return True
+
+    def _write(self, intended: int, data: bytes) -> None:
         transport = self.transport
         assert transport is not None
-        transport.write(self._request)
+        transport.write(data)
         self.inflight.append((intended, perf_counter_ns()))
         rec = self._recorder
         rec.sent += 1
-        rec.bytes_out += len(self._request)
+        rec.bytes_out += len(data)
+
+
+MAX_CAPTURE = 1 << 20  # bytes of a response body kept for extraction
+
+
+class ScenarioConnection(HttpConnection):
+    """A connection driven by a scenario's virtual user: requests are rendered per send, and
+    responses whose request extracts values are captured (headers and up to 1 MiB of body)."""
+
+    __slots__ = ("_body", "_headers", "specs", "user")
+
+    def __init__(self, engine: Engine, user: VirtualUser) -> None:
+        self.user = user
+        self.specs: deque[RequestSpec] = deque()
+        self._headers: dict[str, str] = {}
+        self._body = bytearray()
+        super().__init__(engine, b"")
+
+    def on_message_begin(self) -> None:
+        self._headers = {}
+        self._body = bytearray()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_body(self, body: bytes) -> None:
+        if len(self._body) < MAX_CAPTURE:
+            self._body += body
+
+    def on_message_complete(self) -> None:
+        if self.specs:
+            spec = self.specs.popleft()
+            self._recorder.names[spec.name] += 1
+            if spec.extract:
+                self.user.extracted(spec, self._headers, bytes(self._body))
+        super().on_message_complete()
+
+    def send(self, intended: int) -> bool:
+        spec, data = self.user.next()
+        if data is None:
+            return False
+        self._write(intended, data)
+        self.specs.append(spec)
+        return True

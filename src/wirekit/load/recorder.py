@@ -61,6 +61,7 @@ class Recorder:
         "corrected",
         "errors",
         "lag",
+        "names",
         "seconds",
         "sent",
         "start_ns",
@@ -76,6 +77,7 @@ class Recorder:
         self.seconds: list[Second] = []
         self.status: Counter[int] = Counter()
         self.errors: Counter[str] = Counter()
+        self.names: Counter[str] = Counter()  # scenario responses per request name
         self.completed = 0
         self.sent = 0
         self.bytes_in = 0
@@ -119,6 +121,7 @@ class Recorder:
             ],
             "status": dict(self.status),
             "errors": dict(self.errors),
+            "names": dict(self.names),
             "completed": self.completed,
             "sent": self.sent,
             "bytes_in": self.bytes_in,
@@ -139,6 +142,7 @@ class Recorder:
             sec.latency.decode_and_add(latency)
         self.status.update({int(k): v for k, v in wire["status"].items()})
         self.errors.update(wire["errors"])
+        self.names.update(wire["names"])
         self.completed += wire["completed"]
         self.sent += wire["sent"]
         self.bytes_in += wire["bytes_in"]

@@ -103,6 +103,7 @@ def build_result(
         "scheduler_lag_ms": summary(rec.lag) if model == "open" else None,
         "status": {str(k): v for k, v in sorted(rec.status.items())},
         "errors": dict(sorted(rec.errors.items())),
+        "requests_by_name": dict(sorted(rec.names.items())),
         "bytes": {"in": rec.bytes_in, "out": rec.bytes_out},
         "timeline": [
             {
