@@ -14,7 +14,8 @@ from rich.table import Table
 from ..errors import UsageError
 from ..io.tls import client_context
 from ..load.engine import LoadConfig
-from ..load.http import HttpRequest, parse_target
+from ..load.http import HttpRequest, HttpTarget, parse_target
+from ..load.raw import RawTarget, parse_raw_target
 from ..load.report import Threshold, exit_code, to_csv
 from ..load.runner import execute
 from ..load.scenario import load_scenario
@@ -87,6 +88,13 @@ def _headers(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     help="Request body from a file.",
 )
 @click.option(
+    "--framing",
+    type=click.Choice(["line", "length"]),
+    default="line",
+    show_default=True,
+    help="tcp://: how requests and replies are framed.",
+)
+@click.option(
     "--timeout", type=DURATION, default=10.0, show_default=True, help="Per-request timeout."
 )
 @click.option("--connect-timeout", type=DURATION, default=5.0, show_default=True)
@@ -122,10 +130,13 @@ def _headers(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 def load(url: str | None, scenario: Path | None, connections: int, duration: float | None,
          count: int | None, rate: float | None, ramp: float, steps: str | None, poisson: bool,
          pipeline: int, think: float, method: str, headers: tuple[str, ...], body: str | None,
-         body_file: Path | None, timeout: float, connect_timeout: float, ca: str | None,
-         insecure: bool, workers: int, thresholds: tuple[str, ...], csv_file: Path | None,
-         html_file: Path | None, seed: int | None, as_json: bool) -> None:  # fmt: skip
-    """Load-test URL (http:// or https://) and report throughput and latency percentiles.
+         body_file: Path | None, framing: str, timeout: float, connect_timeout: float,
+         ca: str | None, insecure: bool, workers: int, thresholds: tuple[str, ...],
+         csv_file: Path | None, html_file: Path | None, seed: int | None,
+         as_json: bool) -> None:  # fmt: skip
+    """Load-test URL and report throughput and latency percentiles. URL is http:// or https://,
+    or tcp://HOST:PORT / udp://HOST:PORT for request/response over raw sockets (--body is the
+    payload; tcp replies are framed by --framing; udp counts lost replies as timeouts).
     With --scenario, the requests come from the file (URL, if given, replaces its base).
 
     Closed model (default): -c connections send as fast as responses come back. Open model
@@ -140,6 +151,7 @@ def load(url: str | None, scenario: Path | None, connections: int, duration: flo
       wirekit load http://127.0.0.1:8080/api --rate 2000 --ramp 5s -d 60s --threshold 'p99<20ms'
       wirekit load https://localhost:8443/ --ca certs/ca.pem -n 10000 --json
       wirekit load --scenario shop.toml -c 20 -d 1m
+      wirekit load tcp://127.0.0.1:7007 --body hello --framing line --rate 5000 -d 10s
     """
     if body is not None and body_file is not None:
         raise UsageError("give --body or --body-file, not both")
@@ -163,7 +175,11 @@ def load(url: str | None, scenario: Path | None, connections: int, duration: flo
         url = url or plan_file.base
     if not url:
         raise UsageError("give a URL (or a --scenario file with base = 'http://...')")
-    target = parse_target(url, HttpRequest(method.upper(), "/", _headers(headers), payload))
+    target: HttpTarget | RawTarget
+    if url.startswith(("tcp://", "udp://")):
+        target = parse_raw_target(url, payload, framing)
+    else:
+        target = parse_target(url, HttpRequest(method.upper(), "/", _headers(headers), payload))
     plan_steps = None
     if steps is not None:
         plan_steps = parse_steps(steps)

@@ -21,10 +21,15 @@ from time import perf_counter_ns
 from typing import Any
 
 from ..io.hrtimer import HighResTimer
+from ..io.server import make_framer
+from ..limits import DEFAULTS
 from .http import HttpConnection, HttpTarget, ScenarioConnection
+from .raw import DatagramConnection, RawTarget, StreamConnection
 from .recorder import Recorder, clamp_us
 from .scenario import Scenario, VirtualUser
 from .schedule import NS, Schedule, Step
+
+Conn = HttpConnection | StreamConnection | DatagramConnection
 
 MAX_BACKLOG = 1_000_000  # due requests waiting for a free connection slot
 SWEEP_PERIOD = 0.1
@@ -33,7 +38,7 @@ PROGRESS_PERIOD = 1.0
 
 @dataclass
 class LoadConfig:
-    target: HttpTarget
+    target: HttpTarget | RawTarget
     connections: int = 10
     duration: float | None = 10.0
     count: int | None = None
@@ -66,14 +71,18 @@ class Engine:
     def __init__(self, config: LoadConfig, start_ns: int | None = None) -> None:
         self.config = config
         self.recorder = Recorder(start_ns or perf_counter_ns())
-        self.request = config.target.request.encode(config.target.host_header)
+        target = config.target
+        if isinstance(target, HttpTarget):
+            self.request = target.request.encode(target.host_header)
+        else:
+            self.request = target.request()
         self.issued = 0
         self.stopping = False
-        self.conns: set[HttpConnection] = set()
-        self.slots: deque[HttpConnection] = deque()  # open model: one entry per free slot
+        self.conns: set[Conn] = set()
+        self.slots: deque[Conn] = deque()  # open model: one entry per free slot
         self.backlog: deque[int] = deque()
         self.schedule: Schedule | None = None
-        self._abort_reasons: dict[HttpConnection, str] = {}
+        self._abort_reasons: dict[Conn, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._done: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -147,19 +156,12 @@ class Engine:
     async def _open(self) -> None:
         """Open one connection, retrying (with a short backoff) while the run goes on."""
         cfg = self.config
-        target = cfg.target
         assert self._loop is not None
         delay = 0.01
         while not self.stopping:
             try:
                 async with asyncio.timeout(cfg.connect_timeout):
-                    _, conn = await self._loop.create_connection(
-                        self._new_connection,
-                        self._address,
-                        target.port,
-                        ssl=cfg.ssl,
-                        server_hostname=target.host if cfg.ssl is not None else None,
-                    )
+                    conn = await self._connect()
             except (OSError, TimeoutError) as exc:
                 self._failed_attempt(connect_error_kind(exc))
                 await asyncio.sleep(delay)
@@ -170,19 +172,45 @@ class Engine:
                 conn.transport.abort()
                 return
             sock = conn.transport.get_extra_info("socket") if conn.transport else None
-            if sock is not None:
+            if sock is not None and sock.type == socket.SOCK_STREAM:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.conns.add(conn)
             self._ready(conn)
             return
 
-    def _new_connection(self) -> HttpConnection:
+    async def _connect(self) -> Conn:
+        cfg = self.config
+        target = cfg.target
+        assert self._loop is not None
+        if target.scheme == "udp":
+            _, udp = await self._loop.create_datagram_endpoint(
+                self._new_connection, remote_addr=(self._address, target.port)
+            )
+            return udp
+        _, conn = await self._loop.create_connection(
+            self._new_connection,
+            self._address,
+            target.port,
+            ssl=cfg.ssl,
+            server_hostname=target.host if cfg.ssl is not None else None,
+        )
+        return conn
+
+    def _new_connection(self) -> Conn:
+        target = self.config.target
+        if isinstance(target, RawTarget):
+            if target.scheme == "udp":
+                return DatagramConnection(self, self.request)
+            framer = make_framer(target.framing, DEFAULTS)  # type: ignore[arg-type]
+            assert framer is not None
+            return StreamConnection(self, self.request, framer)
         scenario = self.config.scenario
         if scenario is None:
             return HttpConnection(self, self.request)
         self._users += 1
-        host = self.config.target.host_header
-        return ScenarioConnection(self, VirtualUser(scenario, host, self._users, self.config.seed))
+        return ScenarioConnection(
+            self, VirtualUser(scenario, target.host_header, self._users, self.config.seed)
+        )
 
     def _failed_attempt(self, kind: str) -> None:
         """A connection attempt failed: that is one request that could not be sent."""
@@ -194,7 +222,7 @@ class Engine:
         self.recorder.failure(kind, now)
         self._check_done()
 
-    def _ready(self, conn: HttpConnection) -> None:
+    def _ready(self, conn: Conn) -> None:
         for _ in range(self.config.pipeline):
             self._free_slot(conn)
 
@@ -203,7 +231,7 @@ class Engine:
         count = self.config.count
         return not self.stopping and (count is None or self.issued < count)
 
-    def _send(self, conn: HttpConnection, intended: int) -> None:
+    def _send(self, conn: Conn, intended: int) -> None:
         if conn.send(intended):
             self.in_flight += 1
             return
@@ -212,11 +240,11 @@ class Engine:
         assert self._loop is not None
         self._loop.call_soon(self._retry_slot, conn)
 
-    def _retry_slot(self, conn: HttpConnection) -> None:
+    def _retry_slot(self, conn: Conn) -> None:
         if conn in self.conns:
             self._free_slot(conn)
 
-    def _free_slot(self, conn: HttpConnection) -> None:
+    def _free_slot(self, conn: Conn) -> None:
         if self.schedule is not None:
             if self.backlog:
                 self._send(conn, self.backlog.popleft())
@@ -234,7 +262,7 @@ class Engine:
             self.issued += 1
             self._send(conn, perf_counter_ns())
 
-    def _send_closed(self, conn: HttpConnection) -> None:
+    def _send_closed(self, conn: Conn) -> None:
         if conn in self.conns and self._may_issue():
             self.issued += 1
             self._send(conn, perf_counter_ns())
@@ -281,7 +309,7 @@ class Engine:
             self._stop()
 
     # -- called by connections ----------------------------------------------------------------
-    def completed(self, conn: HttpConnection, keep_alive: bool) -> None:
+    def completed(self, conn: Conn, keep_alive: bool) -> None:
         self.in_flight -= 1
         if not keep_alive:
             self._abort_reasons[conn] = "closed-by-server"
@@ -291,12 +319,12 @@ class Engine:
             self._free_slot(conn)
         self._check_done()
 
-    def broken(self, conn: HttpConnection, kind: str) -> None:
+    def broken(self, conn: Conn, kind: str) -> None:
         self._abort_reasons[conn] = kind
         if conn.transport is not None:
             conn.transport.abort()
 
-    def lost(self, conn: HttpConnection, exc: Exception | None) -> None:
+    def lost(self, conn: Conn, exc: Exception | None) -> None:
         self.conns.discard(conn)
         reason = self._abort_reasons.pop(conn, None)
         if conn.inflight:

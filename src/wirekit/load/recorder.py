@@ -90,12 +90,14 @@ class Recorder:
             seconds.append(Second())
         return seconds[index]
 
-    def response(self, intended: int, sent: int, done: int, status: int) -> None:
+    def response(self, intended: int, sent: int, done: int, status: int | None) -> None:
+        """One reply; ``status`` is the HTTP status (``None`` for tcp/udp)."""
         corrected = clamp_us(done - intended)
         self.corrected.record_value(corrected)
         self.uncorrected.record_value(corrected if sent == intended else clamp_us(done - sent))
         self.completed += 1
-        self.status[status] += 1
+        if status is not None:
+            self.status[status] += 1
         sec = self.second(done)
         sec.completed += 1
         sec.latency.record_value(corrected)
