@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := openssl gcc chromium
+APT_PACKAGES := openssl gcc chromium nft
 
 .PHONY: serve test lint bench system-deps install clean
 
@@ -17,13 +17,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# Debian packages the tests and benchmarks call (openssl s_client as a TLS oracle; chromium
-# renders the load report under Playwright; gcc builds
-# the benchmark's C load generator). Installed only when missing.
+# Debian packages the tests and benchmarks call, installed only when missing: openssl
+# (s_client, the TLS oracle), chromium (renders the load report under Playwright), nft (package
+# nftables: drops packets for the UDP loss test), gcc (builds the benchmarks' C load clients).
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; apt-get update -qq && apt-get install -y -qq $$missing; fi
+	  pkgs=$$(echo $$missing | sed 's/\bnft\b/nftables/'); \
+	  echo "installing: $$pkgs"; apt-get update -qq && apt-get install -y -qq $$pkgs; fi
 
 serve: $(STAMP)
 	$(BIN)/wirekit serve

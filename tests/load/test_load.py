@@ -267,3 +267,33 @@ def test_scenario_missing_variable_and_bad_files(server: CountingServer, tmp_pat
         err = proc.stderr.decode().strip()
         assert proc.returncode == 1 and message in err and len(err.splitlines()) == 1, err
         assert "bad.toml" in err
+
+
+def test_tcp_and_udp_request_response_with_loss(tmp_path: Path) -> None:
+    port = free_port()
+    echo = subprocess.Popen(wirekit_cmd("echo", "serve", "--tcp", f"127.0.0.1:{port}",
+                                        "--udp", f"127.0.0.1:{port}", "--framing", "line"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    table = f"wirekit_loss_{port}"
+    try:
+        wait_for_port(port)
+        _, r = load(f"tcp://127.0.0.1:{port}", "--body", "hello", "-n", "3000", "-c", "5")
+        assert r["requests"]["completed"] == 3000 and not r["errors"] and r["status"] == {}
+        _, r = load(f"udp://127.0.0.1:{port}", "--body", "hello", "-n", "2000", "-c", "5")
+        assert r["requests"]["completed"] == 2000 and not r["errors"]
+        # Drop 30% of the datagrams to the echo port: each is a request with no reply.
+        rules = "\n".join([
+            f"add table inet {table}",
+            f"add chain inet {table} in {{ type filter hook input priority 0; }}",
+            f"add rule inet {table} in udp dport {port} numgen random mod 10 < 3 drop",
+        ])  # fmt: skip
+        subprocess.run(["nft", "-f", "-"], input=rules.encode(), check=True)
+        _, r = load(f"udp://127.0.0.1:{port}", "--body", "hello", "-n", "2000", "-c", "5",
+                    "--timeout", "100ms")  # fmt: skip
+        lost = r["errors"].get("timeout", 0)
+        assert lost + r["requests"]["completed"] == 2000
+        assert 0.25 * 2000 < lost < 0.35 * 2000, r["errors"]
+    finally:
+        subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True)
+        echo.kill()
+        echo.wait()
