@@ -102,7 +102,7 @@ def test_merged_histograms_equal_one_process() -> None:
     for part in parts:
         merged.merge(json.loads(json.dumps(part.to_wire())))  # over a pipe: plain data
     assert summary(merged.corrected) == summary(whole.corrected)
-    assert merged.corrected.get_total_count() == 20_000
+    assert merged.corrected.to_hdr().get_total_count() == 20_000
     assert merged.status == whole.status
     assert [s.completed for s in merged.seconds] == [s.completed for s in whole.seconds]
     assert summary(merged.seconds[3].latency) == summary(whole.seconds[3].latency)

@@ -25,7 +25,7 @@ def arrivals(schedule: Schedule) -> list[int]:
 @given(st.floats(min_value=1, max_value=5000), st.floats(min_value=0.5, max_value=5))
 def test_constant_rate_sends_rate_times_duration(rate: float, seconds: float) -> None:
     times = arrivals(Schedule(plan(rate, seconds), 0))
-    assert abs(len(times) - rate * seconds) <= 1
+    assert abs(len(times) - rate * seconds) <= 2  # the first leaves at 0; gaps round to ns
     assert times[0] == 0 and times == sorted(times) and times[-1] < seconds * NS
 
 

@@ -16,6 +16,7 @@ from ..io.tls import client_context
 from ..load.engine import LoadConfig
 from ..load.http import HttpRequest, HttpTarget, parse_target
 from ..load.raw import RawTarget, parse_raw_target
+from ..load.recorder import summary
 from ..load.report import Threshold, exit_code, to_csv
 from ..load.runner import execute
 from ..load.scenario import load_scenario
@@ -230,7 +231,7 @@ def _progress(p: dict[str, Any], total: float) -> Table:
     table = Table.grid(padding=(0, 2))
     last = p["last"]
     rate = f"{last.completed:,} req/s" if last is not None else "..."
-    p99 = f"p99 {last.latency.get_value_at_percentile(99) / 1000:.2f} ms" if last else ""
+    p99 = f"p99 {summary(last.latency)['p99']:.2f} ms" if last else ""
     shown = f"{p['elapsed_s']:.0f}/{total:.0f} s" if total else f"{p['elapsed_s']:.0f} s"
     table.add_row(shown, rate, f"{p['completed']:,} done", f"{p['errors']:,} errors", p99)
     return table

@@ -298,7 +298,7 @@ class Engine:
                     break
             if conn is not None:
                 self._send(conn, due)
-                rec.lag.record_value(clamp_us(now - due))
+                rec.lag.record(clamp_us(now - due))
             elif len(backlog) < MAX_BACKLOG:
                 backlog.append(due)
             else:

@@ -22,12 +22,51 @@ def histogram(digits: int = DIGITS) -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, digits)
 
 
+class FastHistogram:
+    """Counts in HdrHistogram's own bucket layout, recorded with a few integer operations
+    (hdrh's ``record_value`` costs about 1 µs; this about a third of it). :meth:`to_hdr` gives
+    the equivalent HdrHistogram for percentiles, encoding and merging."""
+
+    __slots__ = ("_half", "_magnitude", "_mask", "_offset", "counts", "digits")
+
+    def __init__(self, digits: int = DIGITS) -> None:
+        ref = histogram(digits)
+        self.digits = digits
+        self._magnitude = ref.sub_bucket_half_count_magnitude
+        self._mask = ref.sub_bucket_mask
+        self._half = ref.sub_bucket_half_count
+        self._offset = ref.unit_magnitude + ref.sub_bucket_half_count_magnitude + 1
+        assert ref.unit_magnitude == 0  # LOWEST_US == 1: no unit shift below
+        self.counts = [0] * ref.counts_len
+
+    def record(self, value: int) -> None:
+        bucket = (value | self._mask).bit_length() - self._offset
+        self.counts[((bucket + 1) << self._magnitude) + (value >> bucket) - self._half] += 1
+
+    def to_hdr(self) -> HdrHistogram:
+        h = histogram(self.digits)
+        for index, count in enumerate(self.counts):
+            if count:
+                h.record_value(h.get_value_from_index(index), count)
+        return h
+
+    def add_encoded(self, encoded: str) -> None:
+        other = histogram(self.digits)
+        other.decode_and_add(encoded)
+        counts = self.counts
+        for index in range(other.counts_len):
+            count = other.counts[index]
+            if count:
+                counts[index] += count
+
+
 def clamp_us(ns: int) -> int:
     return min(max(ns // 1000, LOWEST_US), HIGHEST_US)
 
 
-def summary(h: HdrHistogram) -> dict[str, float]:
-    """Percentiles and max of ``h`` in milliseconds."""
+def summary(fast: FastHistogram) -> dict[str, float]:
+    """Percentiles, max and mean in milliseconds."""
+    h = fast.to_hdr()
     if h.get_total_count() == 0:
         return {**{f"p{p:g}": 0.0 for p in PERCENTILES}, "max": 0.0, "mean": 0.0}
     out = {f"p{p:g}": h.get_value_at_percentile(p) / 1000 for p in PERCENTILES}
@@ -36,9 +75,9 @@ def summary(h: HdrHistogram) -> dict[str, float]:
     return out
 
 
-def _encode(h: HdrHistogram) -> str:
+def _encode(h: FastHistogram) -> str:
     """HdrHistogram's compressed base64 form, as text (JSON- and pipe-safe)."""
-    return str(h.encode().decode("ascii"))
+    return str(h.to_hdr().encode().decode("ascii"))
 
 
 class Second:
@@ -50,7 +89,7 @@ class Second:
         self.completed = 0
         self.errors = 0
         self.bytes_in = 0
-        self.latency = histogram(TIMELINE_DIGITS)  # corrected, coarser: it is per second
+        self.latency = FastHistogram(TIMELINE_DIGITS)  # corrected, coarser: it is per second
 
 
 class Recorder:
@@ -71,9 +110,9 @@ class Recorder:
 
     def __init__(self, start_ns: int) -> None:
         self.start_ns = start_ns
-        self.corrected = histogram()
-        self.uncorrected = histogram()
-        self.lag = histogram()  # scheduler lag: due time -> actual dispatch, idle connection
+        self.corrected = FastHistogram()
+        self.uncorrected = FastHistogram()
+        self.lag = FastHistogram()  # scheduler lag: due time -> dispatch, with a free slot
         self.seconds: list[Second] = []
         self.status: Counter[int] = Counter()
         self.errors: Counter[str] = Counter()
@@ -93,14 +132,14 @@ class Recorder:
     def response(self, intended: int, sent: int, done: int, status: int | None) -> None:
         """One reply; ``status`` is the HTTP status (``None`` for tcp/udp)."""
         corrected = clamp_us(done - intended)
-        self.corrected.record_value(corrected)
-        self.uncorrected.record_value(corrected if sent == intended else clamp_us(done - sent))
+        self.corrected.record(corrected)
+        self.uncorrected.record(corrected if sent == intended else clamp_us(done - sent))
         self.completed += 1
         if status is not None:
             self.status[status] += 1
         sec = self.second(done)
         sec.completed += 1
-        sec.latency.record_value(corrected)
+        sec.latency.record(corrected)
 
     def received(self, size: int, now: int) -> None:
         self.bytes_in += size
@@ -133,15 +172,15 @@ class Recorder:
     def merge(self, wire: dict[str, Any]) -> None:
         """Add another process's recording (from :meth:`to_wire`); seconds align by index,
         since every worker starts on the parent's signal."""
-        self.corrected.decode_and_add(wire["corrected"])
-        self.uncorrected.decode_and_add(wire["uncorrected"])
-        self.lag.decode_and_add(wire["lag"])
+        self.corrected.add_encoded(wire["corrected"])
+        self.uncorrected.add_encoded(wire["uncorrected"])
+        self.lag.add_encoded(wire["lag"])
         for index, (completed, errors, size, latency) in enumerate(wire["seconds"]):
             sec = self.second(self.start_ns + index * 1_000_000_000)
             sec.completed += completed
             sec.errors += errors
             sec.bytes_in += size
-            sec.latency.decode_and_add(latency)
+            sec.latency.add_encoded(latency)
         self.status.update({int(k): v for k, v in wire["status"].items()})
         self.errors.update(wire["errors"])
         self.names.update(wire["names"])

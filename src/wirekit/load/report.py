@@ -137,7 +137,7 @@ def build_result(
 
 def spectrum(rec: Recorder) -> list[dict[str, float]]:
     """The corrected latency percentile spectrum (HdrHistogram's log-spaced percentiles)."""
-    h = rec.corrected
+    h = rec.corrected.to_hdr()
     if h.get_total_count() == 0:
         return []
     points = []
