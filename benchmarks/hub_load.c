@@ -2,6 +2,7 @@
  *
  * usage: hub_load fanout PROTO HOST PORT N SECONDS ROUNDS WINDOW HALF_SECONDS TOKEN
  *        hub_load hold   PROTO HOST PORT N TIMEOUT TOKEN
+ * PORT may be FIRST+COUNT: connections are spread over COUNT consecutive listening ports.
  * PROTO: wirekit (JSON lines, /auth TOKEN; the token's user is already in #bench),
  *        irc (NICK/USER/JOIN #bench; the publisher OPERs as bench/benchpass and sets +F so that
  *        the server does not throttle it), raw (hold only: send "x", ready on any byte back).
@@ -19,7 +20,8 @@
  * open (answering PINGs) until stdin closes or TIMEOUT seconds pass.
  *
  * One thread, epoll, non-blocking sockets: cheap enough to never be what a Python server waits
- * on. Every loop is bounded in time. */
+ * on. Every loop is bounded in time. Env: HUB_LOAD_VERBOSE=1 reports login progress on stderr;
+ * HUB_LOAD_INFLIGHT caps logins in progress (default 1000). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -49,7 +51,7 @@ enum { S_LOGIN, S_READY };
 #define TAG_STDIN (1ull << 61)
 
 typedef struct {
-    int fd, state, is_pub, plen, skipping, oper, moded, joined;
+    int fd, state, is_pub, plen, skipping, oper, moded, joined, heard, port;
     char *part;
 } conn_t;
 
@@ -59,6 +61,15 @@ static const char *token = "-";
 static struct sockaddr_in addr;
 static long ready_count;
 static long errors_seen;
+static int inflight = 1000;  /* logins in progress at once (env HUB_LOAD_INFLIGHT) */
+static int verbose;           /* env HUB_LOAD_VERBOSE: progress on stderr */
+static long heard_count;     /* connections the server has said something on */
+/* Connects not yet answered, per listening port: ngircd listens with a backlog of 10 and accepts
+ * one connection per port per main-loop turn, so it is given several ports (PORT may be
+ * "FIRST+COUNT") and the connects are spread over them. */
+#define UNHEARD_MAX 8
+#define MAX_PORTS 64
+static int nports = 1, unheard[MAX_PORTS];
 static char rbuf[PART + RBUF];
 
 /* measurement state */
@@ -145,7 +156,14 @@ static void open_conn(int i, int is_pub) {
     conn_t *c = &conns[i];
     int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
     if (fd < 0) { perror("socket"); exit(1); }
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) { perror("connect"); exit(1); }
+    int port = 0;
+    for (int k = 1; k < nports; k++)
+        if (unheard[k] < unheard[port]) port = k;
+    struct sockaddr_in to = addr;
+    to.sin_port = htons((uint16_t)(ntohs(addr.sin_port) + port));
+    if (connect(fd, (struct sockaddr *)&to, sizeof to) < 0) { perror("connect"); exit(1); }
+    c->port = port;
+    unheard[port]++;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     c->fd = fd;
@@ -221,6 +239,7 @@ static void on_line(conn_t *c, char *line) {
 
 static void on_readable(int i) {
     conn_t *c = &conns[i];
+    if (!c->heard) { c->heard = 1; heard_count++; unheard[c->port]--; }
     if (proto == P_RAW) {
         ssize_t r = read(c->fd, rbuf, RBUF);
         if (r <= 0) { fprintf(stderr, "connection %d closed\n", i); exit(1); }
@@ -250,7 +269,7 @@ static void on_readable(int i) {
     c->plen = (int)rest;
 }
 
-static void poll_once(int timeout_ms, int timer_fd, void (*on_timer)(void), int *stdin_closed) {
+static void poll_once(int timeout_ms, void (*on_timer)(void), int *stdin_closed) {
     static struct epoll_event evs[512];
     int n = epoll_wait(ep, evs, 512, timeout_ms);
     for (int k = 0; k < n; k++) {
@@ -263,17 +282,24 @@ static void poll_once(int timeout_ms, int timer_fd, void (*on_timer)(void), int 
         }
         on_readable((int)tag);
     }
-    (void)timer_fd;
 }
 
-/* Connect conns [from, to), at most 200 logins in flight, until all are ready. */
+/* Connect conns [from, to), at most `inflight` logins at once, until all are ready. */
 static void connect_all(int from, int to, int is_pub, double timeout_s) {
     uint64_t deadline = now_ns() + (uint64_t)(timeout_s * 1e9);
     long base = ready_count, target = base + (to - from);
     int next = from;
+    uint64_t next_report = now_ns() + 2000000000ull;
     while (ready_count < target) {
-        while (next < to && (next - from) - (ready_count - base) < 200) open_conn(next++, is_pub);
-        poll_once(10, -1, NULL, NULL);
+        while (next < to && (next - from) - (ready_count - base) < inflight
+               && next - heard_count < UNHEARD_MAX * nports)
+            open_conn(next++, is_pub);
+        poll_once(10, NULL, NULL);
+        if (verbose && now_ns() > next_report) {
+            fprintf(stderr, "hub_load: %d opened, %ld answered, %ld ready\n", next, heard_count,
+                    ready_count);
+            next_report = now_ns() + 2000000000ull;
+        }
         if (now_ns() > deadline) {
             fprintf(stderr, "hub_load: only %ld of %ld logged in after %.0f s\n",
                     ready_count, target, timeout_s);
@@ -343,7 +369,7 @@ static int fanout(int n, double seconds, int rounds, int win, double half_second
     double setup_s = (now_ns() - t0) / 1e9;
     marker("ready");
     /* let login/join chatter settle */
-    for (uint64_t end = now_ns() + 300000000ull; now_ns() < end;) poll_once(10, -1, NULL, NULL);
+    for (uint64_t end = now_ns() + 300000000ull; now_ns() < end;) poll_once(10, NULL, NULL);
 
     window = (uint64_t)win;
     double *d_rate = calloc((size_t)rounds, sizeof(double)), *m_rate = calloc((size_t)rounds, sizeof(double));
@@ -357,7 +383,7 @@ static int fanout(int n, double seconds, int rounds, int win, double half_second
         uint64_t done0 = done, last_done = done, last_progress = start;
         while (now_ns() < end) {
             pump_window();
-            poll_once(1, -1, NULL, NULL);
+            poll_once(1, NULL, NULL);
             if (done != last_done) { last_done = done; last_progress = now_ns(); }
             else if (now_ns() - last_progress > stall_ns) {
                 fprintf(stderr, "hub_load: no message completed for 5 s (sent %llu, done %llu)\n",
@@ -378,7 +404,7 @@ static int fanout(int n, double seconds, int rounds, int win, double half_second
     double max_p50 = hist_pct(0.5), max_p99 = hist_pct(0.99);
     /* drain */
     for (uint64_t end = now_ns() + 10000000000ull; done < sent && now_ns() < end;)
-        poll_once(5, -1, NULL, NULL);
+        poll_once(5, NULL, NULL);
     if (done < sent) die("messages still incomplete 10 s after the max-rate phase");
 
     double *sorted = malloc(sizeof(double) * (size_t)rounds);
@@ -398,19 +424,19 @@ static int fanout(int n, double seconds, int rounds, int win, double half_second
     epoll_ctl(ep, EPOLL_CTL_ADD, timer_fd, &tev);
     timerfd_settime(timer_fd, 0, &its, NULL);
     uint64_t settle_end = now_ns() + 500000000ull;
-    while (now_ns() < settle_end) poll_once(5, timer_fd, on_paced_tick, NULL);
+    while (now_ns() < settle_end) poll_once(5, on_paced_tick, NULL);
     marker("half_begin");
     recording = 1;
     long d0 = deliveries;
     uint64_t sent0 = sent, start = now_ns(), end = start + (uint64_t)(half_seconds * 1e9);
-    while (now_ns() < end) poll_once(5, timer_fd, on_paced_tick, NULL);
+    while (now_ns() < end) poll_once(5, on_paced_tick, NULL);
     double el = (now_ns() - start) / 1e9;
     uint64_t half_sent = sent - sent0;
     struct itimerspec off = {0};
     timerfd_settime(timer_fd, 0, &off, NULL);
     /* the measured messages' deliveries still in flight count for latency */
     for (uint64_t stop = now_ns() + 10000000000ull; done < sent && now_ns() < stop;)
-        poll_once(5, -1, NULL, NULL);
+        poll_once(5, NULL, NULL);
     recording = 0;
     marker("half_end");
     long half_deliveries = deliveries - d0;
@@ -440,7 +466,7 @@ static int hold(int n, double timeout_s) {
     epoll_ctl(ep, EPOLL_CTL_ADD, 0, &sev);
     int closed = 0;
     for (uint64_t end = t0 + (uint64_t)(timeout_s * 1e9); !closed && now_ns() < end;)
-        poll_once(100, -1, NULL, &closed);
+        poll_once(100, NULL, &closed);
     return 0;
 }
 
@@ -456,10 +482,15 @@ int main(int argc, char **argv) {
     if (proto < 0) die("PROTO is wirekit, irc or raw");
     addr.sin_family = AF_INET;
     addr.sin_port = htons((uint16_t)atoi(argv[4]));
+    const char *plus = strchr(argv[4], '+');
+    if (plus) nports = atoi(plus + 1);
+    if (nports < 1 || nports > MAX_PORTS) die("PORT+COUNT: COUNT is 1 to 64");
     if (inet_pton(AF_INET, argv[3], &addr.sin_addr) != 1) die("bad HOST");
     int n = atoi(argv[5]);
     if (n < 1) die("N must be >= 1");
     ep = epoll_create1(0);
+    verbose = getenv("HUB_LOAD_VERBOSE") != NULL;
+    if (getenv("HUB_LOAD_INFLIGHT")) inflight = atoi(getenv("HUB_LOAD_INFLIGHT"));
     conns = calloc((size_t)n + 1, sizeof(conn_t));
     if (strcmp(mode, "fanout") == 0) {
         if (argc != 11) die("fanout takes 9 arguments");

@@ -1,0 +1,592 @@
+"""Hub benchmark: fan-out of one publisher to N TCP clients in one room, and idle memory.
+
+Fan-out: for each N, ``wirekit serve`` and, as the anchor, ngircd (an IRC server in C, the same N
+clients in one channel, one publisher sending PRIVMSG) are driven by one C load generator
+(benchmarks/hub_load.c, built here with gcc) that holds the N subscribers and the publisher:
+
+* max rate: the publisher keeps WINDOW messages outstanding (a message is outstanding until all
+  N subscribers have it); deliveries/s over ROUNDS intervals of SECONDS (median);
+* half rate: the publisher sends open-loop at half that median message rate; each message
+  carries its send time (CLOCK_MONOTONIC), so every delivery gives a publish-to-deliver latency
+  (p50/p99/p99.9).
+
+Memory: IDLE connections that each log in (/auth) and sit in the room, idle; the server's VmRSS
+before and after, divided by IDLE. Anchor: a bare uvloop Protocol server holding as many.
+
+Targets (issue): >= 100,000 deliveries/s in one process; p99 <= 25 ms at half the max rate;
+<= 4 KiB per idle logged-in connection. Results go to benchmarks/results/hub_tcp.json.
+
+About 4 minutes on 2 cores, half of it ngircd logging in 5,000 clients: every IRC JOIN is
+announced to every member, O(N^2). ngircd is installed with apt-get when missing (as root).
+
+usage: python benchmarks/hub_tcp.py [--ns 100,1000,5000] [--no-ngircd]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import random
+import resource
+import selectors
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+BUILD = HERE / "build"
+NS = (100, 1000, 5000)
+IDLE = 10_000
+SECONDS, ROUNDS, HALF_SECONDS, WINDOW = 3.0, 3, 4.0, 16
+NGIRCD_PORTS = 32  # ngircd accepts one connection per listening port per main-loop turn
+TARGET_DELIVERIES, TARGET_P99_MS, TARGET_KIB = 100_000, 25.0, 4.0
+USER, PASSWORD, ROOM = "bench", "benchpass123", "#bench"
+
+
+# -- processes ------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_port_range(count: int) -> int:
+    """A first port such that first .. first+count-1 are free (below the ephemeral range)."""
+    for _ in range(200):
+        first = random.randrange(20_000, 32_000 - count)
+        socks = []
+        try:
+            for port in range(first, first + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise SystemExit(f"no {count} consecutive free ports")
+
+
+def wait_port(port: int, proc: subprocess.Popen[Any], log: Path) -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"server on {port} never came up")
+
+
+def raise_nofile(need: int) -> None:
+    """Open-files limit for this process and the children it starts (servers, load)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < need:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
+            return
+        except (ValueError, OSError):
+            raise SystemExit(f"need {need} open files, the hard limit is {hard}") from None
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need if hard < 0 else hard, hard))
+
+
+def stop(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds of one process, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes (and the kernel) have been busy, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def build_load() -> Path:
+    BUILD.mkdir(exist_ok=True)
+    exe = BUILD / "hub_load"
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(exe), str(HERE / "hub_load.c")], check=True)
+    return exe
+
+
+# -- servers --------------------------------------------------------------------------------
+def wirekit_exe() -> list[str]:
+    script = Path(sys.executable).parent / "wirekit"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "wirekit"]
+
+
+def start_wirekit(tmp: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+    port, data, log = free_port(), tempfile.mkdtemp(dir=tmp), tmp / f"wirekit-{time.time()}.log"
+    cmd = [
+        *wirekit_exe(),
+        "--log-level",
+        "warning",
+        "serve",
+        "--data",
+        data,
+        "--chat",
+        f"127.0.0.1:{port}",
+        "--metrics",
+        f"127.0.0.1:{free_port()}",
+        "--message-rate",
+        "100000",
+        "--max-connections",
+        "20000",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+    wait_port(port, proc, log)
+    return proc, port, log
+
+
+def wirekit_token(port: int) -> str:
+    """Register the bench user (argon2: once per server), join the room, return a token."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        f = s.makefile("rb")
+        f.readline()  # greeting
+        s.sendall(f"/json\n/register {USER} {PASSWORD}\n/join {ROOM}\n".encode())
+        token = None
+        for _ in range(20):
+            event = json.loads(f.readline())
+            if event.get("type") == "error":
+                raise SystemExit(f"wirekit setup failed: {event}")
+            if event.get("cmd") == "register":
+                token = event["token"]
+            if event.get("cmd") == "joined":
+                break
+        if token is None:
+            raise SystemExit("wirekit setup: no token")
+        return str(token)
+
+
+def find_ngircd() -> str | None:
+    return shutil.which("ngircd") or next(
+        (p for p in ("/usr/sbin/ngircd", "/usr/local/sbin/ngircd") if os.access(p, os.X_OK)), None
+    )
+
+
+def ensure_ngircd() -> str | None:
+    """ngircd (Debian package), installed here when missing and we may; else None."""
+    exe = find_ngircd()
+    if exe or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return exe
+    print("installing ngircd (apt-get) for the fan-out anchor ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+
+    def apt(*args: str) -> int:
+        return subprocess.run(["apt-get", *args], env=env, capture_output=True).returncode
+
+    if apt("install", "-y", "-qq", "ngircd") != 0:
+        apt("update", "-qq")
+        apt("install", "-y", "-qq", "ngircd")
+    return find_ngircd()
+
+
+NGIRCD_CONF = """\
+[Global]
+Name = bench.irc
+Info = wirekit benchmark anchor
+AdminInfo1 = bench
+AdminInfo2 = bench
+AdminEMail = bench@localhost
+Listen = 127.0.0.1
+Ports = {ports}
+MotdPhrase = bench
+PidFile = {dir}/ngircd.pid
+[Limits]
+MaxConnections = 0
+MaxConnectionsIP = 0
+MaxJoins = 10
+PingTimeout = 600
+PongTimeout = 60
+[Options]
+DNS = no
+Ident = no
+PAM = no
+[Operator]
+Name = bench
+Password = benchpass
+"""
+
+
+def start_ngircd(exe: str, tmp: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+    first = free_port_range(NGIRCD_PORTS)
+    d = Path(tempfile.mkdtemp(dir=tmp))
+    os.chmod(d, 0o755)  # ngircd drops to an unprivileged user
+    conf, log = d / "ngircd.conf", d / "ngircd.log"
+    ports = ",".join(str(p) for p in range(first, first + NGIRCD_PORTS))
+    conf.write_text(NGIRCD_CONF.format(ports=ports, dir=d))
+    conf.chmod(0o644)
+    proc = subprocess.Popen(
+        [exe, "-n", "-f", str(conf)], stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
+    wait_port(first, proc, log)
+    wait_port(first + NGIRCD_PORTS - 1, proc, log)
+    return proc, f"{first}+{NGIRCD_PORTS}", log
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def ngircd_version(exe: str) -> str:
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+    return out.splitlines()[0] if out else "?"
+
+
+# -- runs -----------------------------------------------------------------------------------
+def run_fanout(
+    load: Path, proto: str, server: subprocess.Popen[Any], port: str, n: int, token: str, tmp: Path
+) -> dict[str, Any]:
+    """One hub_load fanout run; samples server and client CPU at the phase markers."""
+    err = tmp / f"load-{proto}-{n}.err"
+    rss0 = rss_kib(server.pid)
+    args = [
+        str(load),
+        "fanout",
+        proto,
+        "127.0.0.1",
+        port,
+        str(n),
+        str(SECONDS),
+        str(ROUNDS),
+        str(WINDOW),
+        str(HALF_SECONDS),
+        token,
+    ]
+    client = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err.open("wb"), text=True)
+    assert client.stdout is not None
+    marks: dict[str, tuple[float, ...]] = {}
+    result: dict[str, Any] | None = None
+    sel = selectors.DefaultSelector()
+    sel.register(client.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + 240 + ROUNDS * SECONDS + HALF_SECONDS
+    try:
+        while result is None and time.monotonic() < deadline:
+            if not sel.select(timeout=1.0):
+                if client.poll() is not None:
+                    break
+                continue
+            line = client.stdout.readline()
+            if not line:
+                break
+            line = line.strip()
+            if line.startswith("{"):
+                result = json.loads(line)
+            else:
+                marks[line] = (
+                    time.monotonic(),
+                    cpu_seconds(server.pid),
+                    cpu_seconds(client.pid),
+                    machine_busy_seconds(),
+                )
+                if line == "ready":
+                    marks["rss"] = (float(rss_kib(server.pid)),)
+        client.wait(timeout=30)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    if result is None:
+        raise SystemExit(f"{proto} N={n}: load failed:\n{err.read_text()[-2000:]}")
+
+    def cores(begin: str, end: str, which: int) -> float:
+        (t0, *c0), (t1, *c1) = marks[begin], marks[end]
+        return (c1[which - 1] - c0[which - 1]) / (t1 - t0)
+
+    rounds = result["max"]["rounds"]
+    return {
+        "n": n,
+        "deliveries_per_s": statistics.median(r["deliveries_per_s"] for r in rounds),
+        "msgs_per_s": result["max"]["msgs_per_s_median"],
+        "max_p50_ms": result["max"]["latency"]["p50_ms"],
+        "max_p99_ms": result["max"]["latency"]["p99_ms"],
+        "half_msgs_per_s": result["half"]["msgs_per_s"],
+        "half_deliveries_per_s": result["half"]["deliveries_per_s"],
+        "half_p50_ms": result["half"]["latency"]["p50_ms"],
+        "half_p99_ms": result["half"]["latency"]["p99_ms"],
+        "half_p999_ms": result["half"]["latency"]["p999_ms"],
+        "half_max_ms": result["half"]["latency"]["max_ms"],
+        "server_cpu_max": cores("max_begin", "max_end", 1),
+        "client_cpu_max": cores("max_begin", "max_end", 2),
+        "server_cpu_half": cores("half_begin", "half_end", 1),
+        # everything else busy on the machine during the max-rate phase (other processes, and
+        # kernel work not charged to either): near 0 on a quiet machine
+        "other_cpu_max": max(
+            0.0,
+            cores("max_begin", "max_end", 3)
+            - cores("max_begin", "max_end", 1)
+            - cores("max_begin", "max_end", 2),
+        ),
+        "setup_s": result["setup_s"],
+        "server_rss_kib_per_conn": (marks["rss"][0] - rss0) / (n + 1),
+        "raw": result,
+    }
+
+
+def run_hold(load: Path, proto: str, pid: int, port: int, token: str, tmp: Path) -> dict[str, Any]:
+    """IDLE idle connections: the server's VmRSS before and after."""
+    time.sleep(0.5)
+    before = rss_kib(pid)
+    err = tmp / f"hold-{proto}.err"
+    args = [str(load), "hold", proto, "127.0.0.1", str(port), str(IDLE), "120", token]
+    client = subprocess.Popen(
+        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err.open("wb"), text=True
+    )
+    assert client.stdout is not None and client.stdin is not None
+    try:
+        line = client.stdout.readline()  # "ready N SECONDS", or EOF if it failed (<= 120 s)
+        if not line.startswith("ready"):
+            raise SystemExit(f"hold {proto}: {line!r}\n{err.read_text()[-2000:]}")
+        setup = float(line.split()[2])
+        time.sleep(1.0)  # let the last replies leave the write buffers
+        after = rss_kib(pid)
+    finally:
+        client.stdin.close()
+        try:
+            client.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            client.kill()
+            client.wait()
+    return {
+        "connections": IDLE,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "kib_per_conn": (after - before) / IDLE,
+        "setup_s": setup,
+    }
+
+
+# -- main -----------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ns", default=",".join(map(str, NS)), help="subscriber counts")
+    parser.add_argument("--no-ngircd", action="store_true", help="skip the ngircd anchor")
+    opts = parser.parse_args()
+    ns = [int(x) for x in opts.ns.split(",")]
+    started = time.monotonic()
+    raise_nofile(IDLE + 1000)
+    load = build_load()
+    ngircd = None if opts.no_ngircd else ensure_ngircd()
+    if ngircd is None and not opts.no_ngircd:
+        print(
+            "ngircd is not installed and could not be (apt-get install ngircd): "
+            "the fan-out anchor is skipped",
+            flush=True,
+        )
+    fanout: dict[str, list[dict[str, Any]]] = {"wirekit": [], "ngircd": []}
+    memory: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmpname:
+        tmp = Path(tmpname)
+        os.chmod(tmp, 0o755)
+        for n in ns:
+            proc, port, log = start_wirekit(tmp)
+            try:
+                token = wirekit_token(port)
+                row = run_fanout(load, "wirekit", proc, str(port), n, token, tmp)
+            finally:
+                stop(proc)
+            fanout["wirekit"].append(row)
+            print(
+                f"wirekit N={n}: {row['deliveries_per_s']:,.0f} deliveries/s, "
+                f"p99 at half rate {row['half_p99_ms']:.1f} ms",
+                flush=True,
+            )
+            if ngircd:
+                proc, ports, log = start_ngircd(ngircd, tmp)
+                try:
+                    row = run_fanout(load, "irc", proc, ports, n, "-", tmp)
+                finally:
+                    stop(proc, grace=2.0)  # its QUIT storm after N clients leave is O(N^2)
+                fanout["ngircd"].append(row)
+                print(
+                    f"ngircd  N={n}: {row['deliveries_per_s']:,.0f} deliveries/s, "
+                    f"p99 at half rate {row['half_p99_ms']:.1f} ms",
+                    flush=True,
+                )
+
+        echo_refs = HERE / "echo_refs.py"
+        port = free_port()
+        log = tmp / "bare.log"
+        proc = subprocess.Popen(
+            [sys.executable, str(echo_refs), "protocol", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("wb"),
+        )
+        try:
+            wait_port(port, proc, log)
+            memory["bare uvloop Protocol"] = run_hold(load, "raw", proc.pid, port, "-", tmp)
+        finally:
+            stop(proc)
+        proc, port, log = start_wirekit(tmp)
+        try:
+            token = wirekit_token(port)
+            memory["wirekit serve"] = run_hold(load, "wirekit", proc.pid, port, token, tmp)
+        finally:
+            stop(proc)
+        for name, m in memory.items():
+            print(f"{name}: {m['kib_per_conn']:.2f} KiB per idle connection", flush=True)
+
+    report(ns, fanout, memory, ngircd, time.monotonic() - started)
+
+
+def report(
+    ns: list[int],
+    fanout: dict[str, list[dict[str, Any]]],
+    memory: dict[str, dict[str, Any]],
+    ngircd: str | None,
+    elapsed: float,
+) -> None:
+    anchor = {r["n"]: r for r in fanout["ngircd"]}
+    print(
+        f"\nfan-out: N subscribers + 1 publisher in one room; max rate = {WINDOW} messages "
+        f"outstanding, {ROUNDS} x {SECONDS:g} s (median); then {HALF_SECONDS:g} s open-loop at "
+        "half that message rate"
+    )
+    head = (
+        f"{'N':>5} {'server':8} {'deliveries/s':>13} {'vs ngircd':>9} {'msgs/s':>8} "
+        f"{'p99@max':>8} {'p50@half':>9} {'p99@half':>9} {'srv CPU':>7} {'load CPU':>8} "
+        f"{'other CPU':>9}"
+    )
+    print(head)
+    rows = []
+    for n in ns:
+        for name in ("wirekit", "ngircd"):
+            r = next((x for x in fanout[name] if x["n"] == n), None)
+            if r is None:
+                continue
+            ratio = r["deliveries_per_s"] / anchor[n]["deliveries_per_s"] if n in anchor else None
+            rows.append(
+                {"server": name, **{k: v for k, v in r.items() if k != "raw"}, "vs_ngircd": ratio}
+            )
+            cells = [
+                f"{n:>5}",
+                f"{name:8}",
+                f"{r['deliveries_per_s']:>13,.0f}",
+                f"{'' if ratio is None else f'{ratio:.2f}x':>9}",
+                f"{r['msgs_per_s']:>8,.0f}",
+                f"{r['max_p99_ms']:>6.1f}ms",
+                f"{r['half_p50_ms']:>7.1f}ms",
+                f"{r['half_p99_ms']:>7.1f}ms",
+                f"{r['server_cpu_max']:>7.2f}",
+                f"{r['client_cpu_max']:>8.2f}",
+                f"{r['other_cpu_max']:>9.2f}",
+            ]
+            print(" ".join(cells))
+    busy = [f"{r['server']} N={r['n']}" for r in rows if r["other_cpu_max"] > 0.3]
+    if busy:
+        print(
+            "warning: other work kept the machine busy during "
+            + ", ".join(busy)
+            + " (other CPU > 0.3 cores): those numbers are low; run again on a quiet machine"
+        )
+    print(f"\nidle memory: {IDLE:,} connections (wirekit: each /auth'ed and in {ROOM})")
+    print(f"{'server':22} {'RSS before':>11} {'RSS after':>11} {'KiB/conn':>9} {'vs bare':>8}")
+    bare = memory.get("bare uvloop Protocol", {}).get("kib_per_conn")
+    for name, m in memory.items():
+        ratio = m["kib_per_conn"] / bare if bare else None
+        m["vs_bare"] = ratio
+        print(
+            f"{name:22} {m['rss_before_kib']:>8,} KiB {m['rss_after_kib']:>8,} KiB "
+            f"{m['kib_per_conn']:>9.2f} {'' if ratio is None else f'{ratio:.2f}x':>8}"
+        )
+
+    for name, runs in fanout.items():
+        if runs:
+            big = max(runs, key=lambda r: r["n"])
+            print(
+                f"  (for comparison: {name} grew {big['server_rss_kib_per_conn']:.2f} KiB per "
+                f"connection while {big['n']:,} fan-out clients logged in and joined)"
+            )
+
+    print("\ntargets (wirekit):")
+    for r in fanout["wirekit"]:
+        ok_rate = r["deliveries_per_s"] >= TARGET_DELIVERIES
+        ok_p99 = r["half_p99_ms"] <= TARGET_P99_MS
+        print(
+            f"  N={r['n']}: deliveries/s {r['deliveries_per_s']:,.0f} >= {TARGET_DELIVERIES:,}: "
+            f"{'PASS' if ok_rate else 'FAIL'}; p99 at half rate {r['half_p99_ms']:.1f} ms <= "
+            f"{TARGET_P99_MS:g} ms: {'PASS' if ok_p99 else 'FAIL'}"
+        )
+    if "wirekit serve" in memory:
+        kib = memory["wirekit serve"]["kib_per_conn"]
+        print(
+            f"  idle: {kib:.2f} KiB/conn <= {TARGET_KIB:g} KiB: "
+            f"{'PASS' if kib <= TARGET_KIB else 'FAIL'}"
+        )
+    result = {
+        "benchmark": "hub_tcp",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "versions": {
+            "wirekit": package_version("wirekit"),
+            "uvloop": package_version("uvloop"),
+            "ngircd": ngircd_version(ngircd) if ngircd else None,
+        },
+        "params": {
+            "ns": ns,
+            "window": WINDOW,
+            "seconds": SECONDS,
+            "rounds": ROUNDS,
+            "half_seconds": HALF_SECONDS,
+            "idle_connections": IDLE,
+            "message_text_bytes": 64,
+        },
+        "targets": {
+            "deliveries_per_s": TARGET_DELIVERIES,
+            "p99_half_ms": TARGET_P99_MS,
+            "kib_per_idle_conn": TARGET_KIB,
+        },
+        "fanout": rows,
+        "memory": memory,
+        "raw": fanout,
+        "elapsed_s": round(elapsed, 1),
+    }
+    out = HERE / "results" / "hub_tcp.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {out} ({elapsed:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
