@@ -250,3 +250,18 @@ async def test_text_mode_is_readable(hub: HubFixture) -> None:
     rest = await reader.read()
     assert json.loads(rest.splitlines()[-1]) == {"type": "ok", "cmd": "bye", "message": "bye"}
     writer.close()
+
+
+async def test_a_delivered_message_is_already_committed(hub: HubFixture) -> None:
+    import sqlite3
+
+    alice = await hub.peer("alice")
+    await alice.send("/join #r", "first", "second")
+    await alice.expect(lambda e: e.get("offset") == 2)
+    # Another connection to the database sees both: delivery waited for the commit.
+    db = sqlite3.connect(hub.data_dir / "hub.db")
+    try:
+        rows = db.execute("SELECT offset, text FROM messages WHERE log = '#r'").fetchall()
+    finally:
+        db.close()
+    assert rows == [(1, "first"), (2, "second")]

@@ -189,3 +189,49 @@ async def test_shutdown_closes_stragglers_after_grace() -> None:
         await client.receive()
     assert server.stats.closed == {"shutdown": 1}
     await client.aclose()
+
+
+class Burst(Handler):
+    """Answers each frame with three frames."""
+
+    def frame_received(self, frame: bytes) -> None:
+        for i in range(3):
+            self.conn.send(frame + b"-%d" % i)
+
+
+async def test_coalesced_writes_go_out_once_per_turn_after_before_flush() -> None:
+    events: list[str] = []
+    writes: list[bytes] = []
+
+    def track(conn_made: Handler) -> Handler:
+        transport = conn_made.conn.transport
+        assert transport is not None
+        real_write = transport.write
+        if loop_name() == "asyncio":  # uvloop's transport is a C type: nothing to wrap
+
+            def write(data: bytes) -> None:
+                events.append("write")
+                writes.append(bytes(data))
+                real_write(data)
+
+            transport.write = write  # type: ignore[method-assign]
+        return conn_made
+
+    server = TcpServer(
+        lambda conn: track(Burst(conn)),
+        framing="line",
+        coalesce_writes=True,
+        before_flush=lambda: events.append("before_flush"),
+    )
+    async with server:
+        await server.start("127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"a\nb\n")
+        lines = [await reader.readline() for _ in range(6)]
+        assert lines == [b"a-0\n", b"a-1\n", b"a-2\n", b"b-0\n", b"b-1\n", b"b-2\n"]
+        if loop_name() == "asyncio":
+            assert events[0] == "before_flush" and "write" in events
+            assert len(writes) == events.count("write") < 6  # fewer writes than frames
+            assert b"".join(writes) == b"".join(lines)
+        writer.close()
+        await writer.wait_closed()

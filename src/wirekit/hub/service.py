@@ -79,13 +79,20 @@ def raise_fd_limit() -> int:
 class HubService:
     def __init__(self, config: HubConfig, hasher: PasswordHasher | None = None) -> None:
         self.config = config
-        self.store = SqliteStore(config.data_dir)
+        # Group commit: appends of one loop turn share a transaction, committed before that
+        # turn's coalesced writes go out, so nothing is delivered before it is stored.
+        self.store = SqliteStore(config.data_dir, defer=asyncio.get_running_loop().call_soon)
         self.hub = Hub(self.store, config.limits)
         key = load_key(config.data_dir)
         self.accounts = Accounts(self.store, key, config.limits, hasher=hasher)
         ssl = server_context(config.cert, config.key) if config.cert and config.key else None
         self.chat = TcpServer(
-            lambda conn: ChatSession(conn, self), name="chat", limits=config.limits, ssl=ssl
+            lambda conn: ChatSession(conn, self),
+            name="chat",
+            limits=config.limits,
+            ssl=ssl,
+            coalesce_writes=True,
+            before_flush=self.store.commit,
         )
         self.metrics: MetricsServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -61,6 +62,9 @@ class Store(Protocol):
 
     def remove_member(self, log: str, user: str) -> None: ...
 
+    def commit(self) -> None:
+        """Make every append so far durable."""
+
     def close(self) -> None: ...
 
 
@@ -82,7 +86,13 @@ class SqliteStore:
     """The embedded store: ``DIR/hub.db``, WAL mode. Each append is its own transaction, so a
     message that was delivered is on disk (in the WAL) even if the process is killed next."""
 
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(
+        self, data_dir: str | Path, defer: Callable[[Callable[[], None]], object] | None = None
+    ) -> None:
+        """With ``defer`` (e.g. ``loop.call_soon``), appends are grouped into one transaction
+        committed by :meth:`commit`, which ``defer`` schedules: group commit per loop turn."""
+        self._defer = defer
+        self._in_transaction = False
         path = Path(data_dir)
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -122,7 +132,11 @@ class SqliteStore:
 
     def append(self, log: str, ts: float, sender: str, text: str) -> int:
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        if not self._in_transaction:
+            db.execute("BEGIN IMMEDIATE")
+            self._in_transaction = True
+            if self._defer is not None:
+                self._defer(self.commit)
         try:
             (offset,) = db.execute(
                 "UPDATE logs SET head = head + 1 WHERE name = ? RETURNING head", (log,)
@@ -132,9 +146,17 @@ class SqliteStore:
             )
         except BaseException:
             db.execute("ROLLBACK")
+            self._in_transaction = False
             raise
-        db.execute("COMMIT")
+        if self._defer is None:
+            self.commit()
         return int(offset)
+
+    def commit(self) -> None:
+        """Make the appends so far durable (a no-op when none is pending)."""
+        if self._in_transaction:
+            self._db.execute("COMMIT")
+            self._in_transaction = False
 
     def read(self, log: str, after: int, limit: int) -> list[StoredMessage]:
         rows = self._db.execute(
@@ -163,4 +185,5 @@ class SqliteStore:
         self._db.execute("DELETE FROM members WHERE log = ? AND user = ?", (log, user))
 
     def close(self) -> None:
+        self.commit()
         self._db.close()

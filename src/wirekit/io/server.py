@@ -77,6 +77,7 @@ class Connection(asyncio.Protocol):
         "_framer",
         "_handler",
         "_on_frame",
+        "_pending",
         "_registered",
         "_server",
         "_time",
@@ -95,6 +96,7 @@ class Connection(asyncio.Protocol):
         self._registered = False
         self._handler: Handler | None = None
         self._tls = TlsSession(server.ssl) if server.ssl is not None else None
+        self._pending: list[bytes] | None = None  # coalesced writes not yet flushed
         self.transport: asyncio.Transport | None = None
         self.stats = ConnectionStats("", 0.0)
 
@@ -204,7 +206,15 @@ class Connection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         data = frame if self._framer is None else self._framer.encode(frame)
-        transport.write(data if self._tls is None else self._tls.encrypt(data))
+        out = data if self._tls is None else self._tls.encrypt(data)
+        if self._server.coalesce_writes:
+            if self._pending is None:
+                self._pending = [out]
+                self._server._mark_dirty(self)
+            else:
+                self._pending.append(out)
+        else:
+            transport.write(out)
         stats = self.stats
         stats.last_activity = self._time()
         stats.bytes_out += len(data)
@@ -217,9 +227,17 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        self.flush()
         if self._tls is not None and self._tls.handshaken:
             transport.write(self._tls.close_notify())
         transport.close()
+
+    def flush(self) -> None:
+        """Write what :meth:`send` coalesced, in one write (coalescing servers only)."""
+        pending, self._pending = self._pending, None
+        transport = self.transport
+        if pending and transport is not None and not transport.is_closing():
+            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def abort(self, reason: str) -> None:
         self._close_reason = reason
@@ -319,8 +337,15 @@ class TcpServer:
         limits: Limits | None = None,
         ssl: ssl_module.SSLContext | None = None,
         ssl_handshake_timeout: float = 10.0,
+        coalesce_writes: bool = False,
+        before_flush: Callable[[], None] | None = None,
     ) -> None:
         self.handler_factory = handler_factory
+        # Coalescing: sends within one loop turn go out as one write per connection at the end
+        # of the turn (after ``before_flush``), instead of one system call per send.
+        self.coalesce_writes = coalesce_writes
+        self.before_flush = before_flush
+        self._dirty: list[Connection] = []
         self.name = name
         self.framing = framing
         self.limits = limits or Limits()
@@ -417,6 +442,18 @@ class TcpServer:
         self.stats.closed_connection(conn.stats, reason)
         if not self._connections:
             self._idle.set()
+
+    def _mark_dirty(self, conn: Connection) -> None:
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._dirty.append(conn)
+
+    def _flush(self) -> None:
+        if self.before_flush is not None:
+            self.before_flush()
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
 
     def _schedule_sweep(self) -> None:
         timeouts = [self.limits.idle_timeout] + ([self.ssl_handshake_timeout] if self.ssl else [])
