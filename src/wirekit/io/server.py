@@ -68,6 +68,9 @@ class Handler(abc.ABC):
 
 HandlerFactory = Callable[["Connection"], Handler]
 
+MIN_FLUSH_DELAY = 0.0005  # below this a coalesced flush runs on the next loop turn
+MAX_FLUSH_DELAY = 0.010
+
 
 class Connection(asyncio.Protocol):
     """One accepted connection: the protocol asyncio drives and the API handlers use."""
@@ -342,10 +345,13 @@ class TcpServer:
     ) -> None:
         self.handler_factory = handler_factory
         # Coalescing: sends within one loop turn go out as one write per connection at the end
-        # of the turn (after ``before_flush``), instead of one system call per send.
+        # of the turn (after ``before_flush``), instead of one system call per send. When a
+        # flush is expensive (many connections), the next one waits as long as that flush took
+        # (at most MAX_FLUSH_DELAY), so more sends share each write as the load grows.
         self.coalesce_writes = coalesce_writes
         self.before_flush = before_flush
         self._dirty: list[Connection] = []
+        self._flush_cost = 0.0
         self.name = name
         self.framing = framing
         self.limits = limits or Limits()
@@ -445,15 +451,22 @@ class TcpServer:
 
     def _mark_dirty(self, conn: Connection) -> None:
         if not self._dirty:
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop = asyncio.get_running_loop()
+            delay = min(self._flush_cost, MAX_FLUSH_DELAY)
+            if delay < MIN_FLUSH_DELAY:
+                loop.call_soon(self._flush)
+            else:
+                loop.call_later(delay, self._flush)
         self._dirty.append(conn)
 
     def _flush(self) -> None:
+        started = time.perf_counter()
         if self.before_flush is not None:
             self.before_flush()
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
             conn.flush()
+        self._flush_cost = time.perf_counter() - started
 
     def _schedule_sweep(self) -> None:
         timeouts = [self.limits.idle_timeout] + ([self.ssl_handshake_timeout] if self.ssl else [])
