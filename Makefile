@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APT_PACKAGES := openssl gcc chromium nft
 
-.PHONY: serve test lint bench system-deps install clean
+.PHONY: serve test lint bench bench-echo bench-hub bench-load system-deps install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,16 @@ lint: $(STAMP)
 test: system-deps $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
-bench: system-deps $(STAMP)
+bench: bench-echo bench-hub bench-load
+
+bench-echo: system-deps $(STAMP)
 	$(BIN)/python benchmarks/echo.py
+
+bench-hub: system-deps $(STAMP)
+	$(BIN)/python benchmarks/hub_tcp.py
+
+bench-load: system-deps $(STAMP)
+	$(BIN)/python benchmarks/load.py
 
 clean:
 	rm -rf $(VENV) build benchmarks/build .pytest_cache .mypy_cache .ruff_cache .hypothesis
