@@ -265,3 +265,20 @@ async def test_a_delivered_message_is_already_committed(hub: HubFixture) -> None
     finally:
         db.close()
     assert rows == [(1, "first"), (2, "second")]
+
+
+async def test_history_is_capped_and_logins_are_limited_per_address(hub: HubFixture) -> None:
+    await hub.stop()
+    await hub.start(history_max=3, login_per_address=3)
+    alice = await hub.peer("alice")  # attempt 1 from 127.0.0.1
+    await alice.send("/join #r", *[f"m{i}" for i in range(1, 7)])
+    await alice.expect(lambda e: e.get("offset") == 6)
+    await alice.send("/history #r 100")
+    capped = [await alice.event() for _ in range(4)]
+    assert [e.get("offset") for e in capped] == [4, 5, 6, None]  # history_max, then the ok
+    other = await hub.peer()
+    codes = []
+    for name in ("bob", "carol", "dave"):  # different users, one address
+        await other.send(f"/login {name} wrong-password")
+        codes.append((await other.expect(lambda e: e["type"] == "error"))["code"])
+    assert codes == ["bad-login", "bad-login", "rate-limited"]
