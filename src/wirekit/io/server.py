@@ -84,7 +84,6 @@ class Connection(asyncio.Protocol):
         "_registered",
         "_server",
         "_time",
-        "_timed",
         "_tls",
         "stats",
         "transport",
@@ -93,7 +92,6 @@ class Connection(asyncio.Protocol):
     def __init__(self, server: TcpServer) -> None:
         self._server = server
         self._framer = make_framer(server.framing, server.limits)
-        self._timed = self._framer is not None
         self._time = asyncio.get_running_loop().time
         self._close_reason: str | None = None
         self._registered = False
