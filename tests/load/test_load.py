@@ -297,3 +297,23 @@ def test_tcp_and_udp_request_response_with_loss(tmp_path: Path) -> None:
         subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True)
         echo.kill()
         echo.wait()
+
+
+def test_websocket_echo_round_trips() -> None:
+    port = free_port()
+    ws = subprocess.Popen([sys.executable, "-m", "tests.load.ws_server", str(port)], cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for_port(port)
+        _, r = load(f"ws://127.0.0.1:{port}/echo", "--body", "hello", "-n", "3000", "-c", "10")
+        assert r["requests"]["completed"] == 3000 and not r["errors"]
+        served = int(urllib.request.urlopen(f"http://127.0.0.1:{port}/count").read())
+        assert served == 3000
+        # Long enough for the server's 0.2 s pings: the client answers them and stays up.
+        _, r = load(f"ws://127.0.0.1:{port}/echo", "--rate", "500", "-d", "2s", "-c", "4")
+        assert 990 <= r["requests"]["completed"] <= 1010 and not r["errors"]
+        _, r = load(f"ws://127.0.0.1:{port}/count", "-n", "5", "-c", "1")  # not a WebSocket
+        assert set(r["errors"]) == {"ws-handshake"}
+    finally:
+        ws.kill()
+        ws.wait()

@@ -177,7 +177,7 @@ def load(url: str | None, scenario: Path | None, connections: int, duration: flo
     if not url:
         raise UsageError("give a URL (or a --scenario file with base = 'http://...')")
     target: HttpTarget | RawTarget
-    if url.startswith(("tcp://", "udp://")):
+    if url.startswith(("tcp://", "udp://", "ws://")):
         target = parse_raw_target(url, payload, framing)
     else:
         target = parse_target(url, HttpRequest(method.upper(), "/", _headers(headers), payload))

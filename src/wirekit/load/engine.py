@@ -28,11 +28,13 @@ from .raw import DatagramConnection, RawTarget, StreamConnection
 from .recorder import Recorder, clamp_us
 from .scenario import Scenario, VirtualUser
 from .schedule import NS, Schedule, Step
+from .ws import WsConnection
 
-Conn = HttpConnection | StreamConnection | DatagramConnection
+Conn = HttpConnection | StreamConnection | DatagramConnection | WsConnection
 
-MAX_BACKLOG = 1_000_000
-DISPATCH_AHEAD_NS = 100_000  # due requests waiting for a free connection slot
+MAX_BACKLOG = 1_000_000  # due requests waiting for a free connection slot
+DISPATCH_AHEAD_NS = 100_000  # one timer wake-up sends what is due this soon
+HANDSHAKE_RETRY = 0.05  # pause before reconnecting after a refused WebSocket upgrade
 SWEEP_PERIOD = 0.1
 PROGRESS_PERIOD = 1.0
 
@@ -154,10 +156,12 @@ class Engine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _open(self) -> None:
+    async def _open(self, pause: float = 0.0) -> None:
         """Open one connection, retrying (with a short backoff) while the run goes on."""
         cfg = self.config
         assert self._loop is not None
+        if pause:
+            await asyncio.sleep(pause)
         delay = 0.01
         while not self.stopping:
             try:
@@ -176,7 +180,8 @@ class Engine:
             if sock is not None and sock.type == socket.SOCK_STREAM:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.conns.add(conn)
-            self._ready(conn)
+            if not isinstance(conn, WsConnection):  # that one calls ready() once upgraded
+                self.ready(conn)
             return
 
     async def _connect(self) -> Conn:
@@ -202,6 +207,8 @@ class Engine:
         if isinstance(target, RawTarget):
             if target.scheme == "udp":
                 return DatagramConnection(self, self.request)
+            if target.scheme == "ws":
+                return WsConnection(self, target.host_header, target.path, self.request)
             framer = make_framer(target.framing, DEFAULTS)  # type: ignore[arg-type]
             assert framer is not None
             return StreamConnection(self, self.request, framer)
@@ -223,7 +230,8 @@ class Engine:
         self.recorder.failure(kind, now)
         self._check_done()
 
-    def _ready(self, conn: Conn) -> None:
+    def ready(self, conn: Conn) -> None:
+        """The connection can take requests: fill its slots."""
         for _ in range(self.config.pipeline):
             self._free_slot(conn)
 
@@ -340,8 +348,13 @@ class Engine:
             self.in_flight -= len(conn.inflight)
             conn.inflight.clear()
         if not self.stopping:
-            self._spawn(self._open())
+            self._spawn(self._open(HANDSHAKE_RETRY if reason == "ws-handshake" else 0.0))
         self._check_done()
+
+    def handshake_failed(self, conn: Conn, kind: str) -> None:
+        """The connection opened but its upgrade was refused: one failed attempt."""
+        self._failed_attempt(kind)
+        self.broken(conn, kind)
 
     # -- timers -------------------------------------------------------------------------------
     def _stop(self) -> None:

@@ -32,9 +32,15 @@ class RawTarget:
     port: int
     payload: bytes
     framing: str = "line"  # tcp: line | length
+    path: str = "/"  # ws
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
     def request(self) -> bytes:
-        if self.scheme == "udp":
+        if self.scheme in ("udp", "ws"):
             return self.payload
         framer = make_framer(self.framing, DEFAULTS)  # type: ignore[arg-type]
         assert framer is not None
@@ -47,8 +53,13 @@ def parse_raw_target(url: str, payload: bytes, framing: str) -> RawTarget:
         port = parts.port
     except ValueError:
         raise UsageError(f"bad port in URL {url!r}: expected 1-65535") from None
+    if parts.scheme == "ws" and parts.hostname:
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return RawTarget("ws", parts.hostname, port or 80, payload or b"ping", "", path)
     if parts.scheme not in ("tcp", "udp") or not parts.hostname or port is None:
-        raise UsageError(f"bad URL {url!r}: expected tcp://HOST:PORT or udp://HOST:PORT")
+        raise UsageError(
+            f"bad URL {url!r}: expected tcp://HOST:PORT, udp://HOST:PORT or ws://HOST[:PORT]/PATH"
+        )
     if framing not in ("line", "length"):
         raise UsageError("--framing must be line or length")
     if parts.scheme == "tcp" and framing == "line" and b"\n" in payload:

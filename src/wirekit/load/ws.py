@@ -1,0 +1,161 @@
+"""``ws://`` echo round trips: the RFC 6455 client side, just enough for load.
+
+After the opening handshake each request is one masked text frame with ``--body`` as payload,
+and each data frame from the server completes the oldest request in flight. Frames are
+pre-encoded: a pool of 256 frames, each masked with its own random key, is cycled through.
+Server pings are answered; a close frame ends the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import struct
+from collections import deque
+from time import perf_counter_ns
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
+MASKED_POOL = 256
+MAX_FRAME = 16 << 20
+MAX_HANDSHAKE = 16 << 10
+
+
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    """One final, masked frame (clients must mask), with a fresh random key."""
+    key = os.urandom(4)
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return head + key + masked
+
+
+def handshake(host_header: str, path: str) -> tuple[bytes, bytes]:
+    """The upgrade request and the ``Sec-WebSocket-Accept`` value that must come back."""
+    key = base64.b64encode(os.urandom(16))
+    accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Key: {key.decode()}\r\nUser-Agent: wirekit-load\r\n\r\n"
+    ).encode()
+    return request, accept
+
+
+class WsConnection(asyncio.Protocol):
+    __slots__ = (
+        "_accept",
+        "_buf",
+        "_engine",
+        "_frames",
+        "_next",
+        "_recorder",
+        "_upgraded",
+        "inflight",
+        "partial",
+        "transport",
+    )
+
+    def __init__(self, engine: Engine, host_header: str, path: str, payload: bytes) -> None:
+        self._engine = engine
+        self._recorder = engine.recorder
+        request, self._accept = handshake(host_header, path)
+        self._frames = [client_frame(0x1, payload) for _ in range(MASKED_POOL)]
+        self._next = 0
+        self._buf = bytearray(request)  # sent on connection_made, then reused for input
+        self._upgraded = False
+        self.inflight: deque[tuple[int, int]] = deque()
+        self.partial = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(bytes(self._buf))
+        self._buf.clear()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._engine.lost(self, exc)
+
+    def data_received(self, data: bytes) -> None:
+        now = perf_counter_ns()
+        self._recorder.received(len(data), now)
+        buf = self._buf
+        buf += data
+        if not self._upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HANDSHAKE:
+                    self._engine.handshake_failed(self, "ws-handshake")
+                return
+            head = bytes(buf[:end]).lower()
+            del buf[: end + 4]
+            if not head.startswith(b"http/1.1 101") or self._accept.lower() not in head:
+                self._engine.handshake_failed(self, "ws-handshake")
+                return
+            self._upgraded = True
+            self._engine.ready(self)
+        self._frames_received(now)
+
+    def _frames_received(self, now: int) -> None:
+        buf = self._buf
+        while len(buf) >= 2:
+            first, second = buf[0], buf[1]
+            if second & 0x80:  # servers must not mask
+                self._engine.broken(self, "malformed-response")
+                return
+            size, start = second & 0x7F, 2
+            if size == 126:
+                if len(buf) < 4:
+                    return
+                size, start = struct.unpack_from("!H", buf, 2)[0], 4
+            elif size == 127:
+                if len(buf) < 10:
+                    return
+                size, start = struct.unpack_from("!Q", buf, 2)[0], 10
+            if size > MAX_FRAME:
+                self._engine.broken(self, "frame-too-large")
+                return
+            if len(buf) < start + size:
+                self.partial = True
+                return
+            payload = bytes(buf[start : start + size])
+            del buf[: start + size]
+            opcode = first & 0x0F
+            if opcode == 0x9:  # ping -> pong
+                assert self.transport is not None
+                self.transport.write(client_frame(0xA, payload))
+            elif opcode == 0x8:
+                self._engine.broken(self, "closed-by-server")
+                return
+            elif opcode in (0x0, 0x1, 0x2) and first & 0x80:  # a message's final frame
+                self.partial = False
+                if not self.inflight:
+                    self._engine.broken(self, "unsolicited-response")
+                    return
+                intended, sent = self.inflight.popleft()
+                self._recorder.response(intended, sent, now, None)
+                self._engine.completed(self, True)
+            elif opcode not in (0x0, 0x1, 0x2, 0xA):
+                self._engine.broken(self, "malformed-response")
+                return
+
+    def send(self, intended: int) -> bool:
+        transport = self.transport
+        assert transport is not None
+        frame = self._frames[self._next]
+        self._next = (self._next + 1) % MASKED_POOL
+        transport.write(frame)
+        self.inflight.append((intended, perf_counter_ns()))
+        self._recorder.sent += 1
+        self._recorder.bytes_out += len(frame)
+        return True

@@ -1,0 +1,37 @@
+"""An aiohttp WebSocket echo server that counts messages (``GET /count``) and pings often."""
+
+from __future__ import annotations
+
+import sys
+
+from aiohttp import WSMsgType, web
+
+COUNT = web.AppKey("count", list[int])
+
+
+async def echo(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=0.2)  # pings the load client: it must answer
+    await ws.prepare(request)
+    async for msg in ws:
+        if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            request.app[COUNT][0] += 1
+            await ws.send_str(msg.data) if msg.type == WSMsgType.TEXT else await ws.send_bytes(
+                msg.data
+            )
+    return ws
+
+
+async def count(request: web.Request) -> web.Response:
+    return web.Response(text=str(request.app[COUNT][0]))
+
+
+def main() -> None:
+    app = web.Application()
+    app[COUNT] = [0]
+    app.router.add_get("/echo", echo)
+    app.router.add_get("/count", count)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+
+
+if __name__ == "__main__":
+    main()
