@@ -16,7 +16,6 @@ from ..io.tls import client_context
 from ..load.engine import LoadConfig
 from ..load.http import HttpRequest, HttpTarget, parse_target
 from ..load.raw import RawTarget, parse_raw_target
-from ..load.recorder import summary
 from ..load.report import Threshold, exit_code, to_csv
 from ..load.runner import execute
 from ..load.scenario import load_scenario
@@ -197,10 +196,10 @@ def load(url: str | None, scenario: Path | None, connections: int, duration: flo
     file_checks = plan_file.thresholds if plan_file is not None else []
     checks = [Threshold.parse(t) for t in [*file_checks, *thresholds]]
     console = Console(stderr=True)
-    if console.is_terminal and not as_json and workers == 1:
+    if console.is_terminal and not as_json:
         total = duration or 0.0
         with Live(console=console, refresh_per_second=4, transient=True) as live:
-            result = execute(config, url, thresholds=checks,
+            result = execute(config, url, workers=workers, thresholds=checks,
                              progress=lambda p: live.update(_progress(p, total)))  # fmt: skip
     else:
         result = execute(config, url, workers=workers, thresholds=checks)
@@ -229,9 +228,8 @@ def _ssl(scheme: str, ca: str | None, insecure: bool) -> ssl.SSLContext | None:
 
 def _progress(p: dict[str, Any], total: float) -> Table:
     table = Table.grid(padding=(0, 2))
-    last = p["last"]
-    rate = f"{last.completed:,} req/s" if last is not None else "..."
-    p99 = f"p99 {summary(last.latency)['p99']:.2f} ms" if last else ""
+    rate = f"{p['rate']:,} req/s" if p["rate"] is not None else "..."
+    p99 = f"p99 {p['p99_ms']:.2f} ms" if p["p99_ms"] is not None else ""
     shown = f"{p['elapsed_s']:.0f}/{total:.0f} s" if total else f"{p['elapsed_s']:.0f} s"
     table.add_row(shown, rate, f"{p['completed']:,} done", f"{p['errors']:,} errors", p99)
     return table

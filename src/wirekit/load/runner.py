@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import os
 import resource
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, cast
 
 from ..errors import WirekitError
 from ..io.loop import run
 from .engine import Engine, LoadConfig
-from .recorder import Recorder
+from .recorder import Recorder, summary
 from .report import Threshold, build_result
 from .schedule import Step
 
@@ -35,9 +36,11 @@ async def _run(
     def tick(e: Engine) -> None:
         assert progress is not None
         rec = e.recorder
+        last = rec.seconds[-2] if len(rec.seconds) > 1 else None  # the last full second
         progress({"elapsed_s": (perf_counter_ns() - rec.start_ns) / 1e9,
                   "completed": rec.completed, "errors": sum(rec.errors.values()),
-                  "last": rec.seconds[-2] if len(rec.seconds) > 1 else None})  # fmt: skip
+                  "rate": last.completed if last else None,
+                  "p99_ms": summary(last.latency)["p99"] if last else None})  # fmt: skip
 
     recorder = await engine.run(tick if progress is not None else None)
     return recorder, engine.elapsed_ns
@@ -61,9 +64,12 @@ def _split(config: LoadConfig, index: int, workers: int) -> LoadConfig:
     )
 
 
-def _worker(config: LoadConfig, start_ns: int, conn: Any) -> None:
+def _worker(config: LoadConfig, start_ns: int, conn: Any, live: bool) -> None:
+    def report(p: dict[str, Any]) -> None:
+        conn.send(("progress", p, 0, 0.0))
+
     try:
-        recorder, elapsed = run(_run(config, start_ns, None))
+        recorder, elapsed = run(_run(config, start_ns, report if live else None))
         conn.send(("ok", recorder.to_wire(), elapsed, _cpu_seconds()))
     except WirekitError as exc:
         conn.send(("error", str(exc), 0, 0.0))
@@ -87,7 +93,7 @@ def execute(
         recorder, elapsed = run(_run(config, perf_counter_ns(), progress))
         cpu = _cpu_seconds() - cpu0
     else:
-        recorder, elapsed, cpu = _execute_workers(config, workers)
+        recorder, elapsed, cpu = _execute_workers(config, workers, progress)
     rate = None
     if config.steps is not None:
         rate = max(s.rate_to for s in config.steps)
@@ -104,35 +110,62 @@ def execute(
     )
 
 
-def _execute_workers(config: LoadConfig, workers: int) -> tuple[Recorder, int, float]:
+def _execute_workers(
+    config: LoadConfig, workers: int, progress: Progress | None
+) -> tuple[Recorder, int, float]:
     ctx = multiprocessing.get_context("spawn")
     start_ns = perf_counter_ns() + START_DELAY_NS * workers
-    pipes, procs = [], []
+    pipes: dict[Any, int] = {}
+    procs = []
     for index in range(workers):
         parent, child = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_worker, args=(_split(config, index, workers), start_ns, child),
+        proc = ctx.Process(target=_worker, args=(_split(config, index, workers), start_ns, child,
+                                                 progress is not None),
                            name=f"wirekit-load-{index}", daemon=True)  # fmt: skip
         proc.start()
         child.close()
-        pipes.append(parent)
+        pipes[parent] = index
         procs.append(proc)
     merged = Recorder(start_ns)
     elapsed = 0
     cpu = 0.0
+    latest: dict[int, dict[str, Any]] = {}
     try:
-        for index, pipe in enumerate(pipes):
-            try:
-                kind, payload, worker_elapsed, worker_cpu = pipe.recv()
-            except EOFError:
-                raise WirekitError(f"load worker {index} died") from None
-            if kind == "error":
-                raise WirekitError(payload)
-            merged.merge(payload)
-            elapsed = max(elapsed, worker_elapsed)
-            cpu += worker_cpu
+        while pipes:
+            for ready in multiprocessing.connection.wait(list(pipes), timeout=1.0):
+                pipe = cast(multiprocessing.connection.Connection, ready)
+                index = pipes[pipe]
+                try:
+                    kind, payload, worker_elapsed, worker_cpu = pipe.recv()
+                except EOFError:
+                    raise WirekitError(f"load worker {index} died") from None
+                if kind == "progress":
+                    latest[index] = payload
+                    if progress is not None:
+                        progress(_merge_progress(list(latest.values())))
+                    continue
+                del pipes[pipe]
+                if kind == "error":
+                    raise WirekitError(payload)
+                merged.merge(payload)
+                elapsed = max(elapsed, worker_elapsed)
+                cpu += worker_cpu
     finally:
         for proc in procs:
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.kill()
     return merged, elapsed, cpu
+
+
+def _merge_progress(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Workers' progress as one line: sums, and the worst p99 (for display only)."""
+    p99s = [p["p99_ms"] for p in parts if p["p99_ms"] is not None]
+    rates = [p["rate"] for p in parts if p["rate"] is not None]
+    return {
+        "elapsed_s": max(p["elapsed_s"] for p in parts),
+        "completed": sum(p["completed"] for p in parts),
+        "errors": sum(p["errors"] for p in parts),
+        "rate": sum(rates) if rates else None,
+        "p99_ms": max(p99s) if p99s else None,
+    }
