@@ -317,3 +317,34 @@ def test_websocket_echo_round_trips() -> None:
     finally:
         ws.kill()
         ws.wait()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_live_progress_on_a_terminal(server: CountingServer, workers: str) -> None:
+    import os
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        try:
+            os.environ.update(TERM="xterm", COLUMNS="120")
+            args = ["load", server.url + "/", "-c", "4", "-d", "3s", "--workers", workers]
+            os.execv(sys.executable, [sys.executable, "-m", "wirekit", *args])
+        finally:
+            os._exit(127)
+    out = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    text = out.decode(errors="replace")
+    assert "/3 s" in text and "req/s" in text and "done" in text  # the live line
+    assert "responses" in text and os.waitstatus_to_exitcode(status) in (0, 3)
