@@ -314,6 +314,27 @@ def test_websocket_echo_round_trips() -> None:
         assert 990 <= r["requests"]["completed"] <= 1010 and not r["errors"]
         _, r = load(f"ws://127.0.0.1:{port}/count", "-n", "5", "-c", "1")  # not a WebSocket
         assert set(r["errors"]) == {"ws-handshake"}
+        # Fan-out: 30 subscribers, 100 messages/s for 2 s: every message reaches every one.
+        _, r = load(f"ws://127.0.0.1:{port}/pubsub", "--fanout", "30", "--subscribe", "sub",
+                    "--body", "news ${ts}", "--rate", "100", "-d", "2s")  # fmt: skip
+        assert r["model"] == "fanout" and r["connections"] == 30
+        assert r["requests"]["sent"] == 200 and not r["errors"]
+        assert r["requests"]["completed"] == 200 * 30
+        assert 0 < r["latency_ms"]["corrected"]["p50"] < 100
+        _, r = load(
+            f"ws://127.0.0.1:{port}/pubsub",
+            "--fanout",
+            "5",
+            "--body",
+            "x ${ts}",
+            "--rate",
+            "50",
+            "-d",
+            "1s",
+            "--timeout",
+            "200ms",
+        )  # nobody subscribed
+        assert r["errors"] == {"undelivered": 50 * 5} and r["requests"]["completed"] == 0
     finally:
         ws.kill()
         ws.wait()

@@ -126,14 +126,22 @@ def _headers(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     help="Write a self-contained HTML report (charts inline, no CDN).",
 )
 @click.option("--seed", type=int, default=None, help="Seed for Poisson arrivals.")
+@click.option(
+    "--fanout",
+    type=int,
+    default=0,
+    help="ws:// pub/sub: N subscribers and one publisher sending --body (with ${ts}) "
+    "at --rate; measures publish-to-deliver.",
+)
+@click.option("--subscribe", default=None, help="--fanout: text each subscriber sends first.")
 @json_option
 def load(url: str | None, scenario: Path | None, connections: int, duration: float | None,
          count: int | None, rate: float | None, ramp: float, steps: str | None, poisson: bool,
          pipeline: int, think: float, method: str, headers: tuple[str, ...], body: str | None,
          body_file: Path | None, framing: str, timeout: float, connect_timeout: float,
          ca: str | None, insecure: bool, workers: int, thresholds: tuple[str, ...],
-         csv_file: Path | None, html_file: Path | None, seed: int | None,
-         as_json: bool) -> None:  # fmt: skip
+         csv_file: Path | None, html_file: Path | None, seed: int | None, fanout: int,
+         subscribe: str | None, as_json: bool) -> None:  # fmt: skip
     """Load-test URL and report throughput and latency percentiles. URL is http:// or https://,
     or tcp://HOST:PORT / udp://HOST:PORT for request/response over raw sockets (--body is the
     payload; tcp replies are framed by --framing; udp counts lost replies as timeouts).
@@ -152,6 +160,8 @@ def load(url: str | None, scenario: Path | None, connections: int, duration: flo
       wirekit load https://localhost:8443/ --ca certs/ca.pem -n 10000 --json
       wirekit load --scenario shop.toml -c 20 -d 1m
       wirekit load tcp://127.0.0.1:7007 --body hello --framing line --rate 5000 -d 10s
+      wirekit load ws://127.0.0.1:8080/ws --fanout 1000 --subscribe '{"op":"sub","topic":"t"}' \\
+        --body '{"op":"pub","topic":"t","data":"${ts}"}' --rate 50 -d 20s
     """
     if body is not None and body_file is not None:
         raise UsageError("give --body or --body-file, not both")
@@ -191,7 +201,8 @@ def load(url: str | None, scenario: Path | None, connections: int, duration: flo
         target=target, connections=connections, duration=duration, count=count,
         pipeline=pipeline, think=think, steps=plan_steps, poisson=poisson, timeout=timeout,
         connect_timeout=connect_timeout, ssl=_ssl(target.scheme, ca, insecure), seed=seed,
-        scenario=plan_file,
+        scenario=plan_file, fanout=fanout,
+        subscribe=subscribe.encode() if subscribe is not None else None,
     )  # fmt: skip
     file_checks = plan_file.thresholds if plan_file is not None else []
     checks = [Threshold.parse(t) for t in [*file_checks, *thresholds]]

@@ -54,6 +54,8 @@ class LoadConfig:
     ssl: ssl.SSLContext | None = None
     seed: int | None = None
     scenario: Scenario | None = None
+    fanout: int = 0  # ws:// pub/sub: this many subscribers, one publisher
+    subscribe: bytes | None = None
 
 
 def connect_error_kind(exc: BaseException) -> str:

@@ -11,9 +11,11 @@ from dataclasses import replace
 from time import perf_counter_ns
 from typing import Any, cast
 
-from ..errors import WirekitError
+from ..errors import UsageError, WirekitError
 from ..io.loop import run
 from .engine import Engine, LoadConfig
+from .fanout import FanoutRun
+from .raw import RawTarget
 from .recorder import Recorder, summary
 from .report import Threshold, build_result
 from .schedule import Step
@@ -89,7 +91,15 @@ def execute(
     if workers < 1 or workers > (os.cpu_count() or 1) * 4:
         raise WirekitError(f"--workers must be 1-{(os.cpu_count() or 1) * 4}")
     cpu0 = _cpu_seconds()
-    if workers == 1:
+    if config.fanout:
+        if workers != 1 or config.steps is None or not isinstance(config.target, RawTarget):
+            raise UsageError("--fanout runs in one process and needs ws:// and --rate/--steps")
+        body = config.target.payload
+        fan = FanoutRun(config.target, config.fanout, config.steps, body, config.subscribe,
+                        config.timeout, config.connect_timeout)  # fmt: skip
+        recorder, elapsed = run(fan.run())
+        cpu = _cpu_seconds() - cpu0
+    elif workers == 1:
         recorder, elapsed = run(_run(config, perf_counter_ns(), progress))
         cpu = _cpu_seconds() - cpu0
     else:
@@ -97,10 +107,11 @@ def execute(
     rate = None
     if config.steps is not None:
         rate = max(s.rate_to for s in config.steps)
+    model = "open" if config.steps is not None else "closed"
     return build_result(
         url=url,
-        model="open" if config.steps is not None else "closed",
-        connections=config.connections,
+        model="fanout" if config.fanout else model,
+        connections=config.fanout or config.connections,
         recorder=recorder,
         elapsed_ns=elapsed,
         cpu_fraction=cpu / (elapsed / 1e9),

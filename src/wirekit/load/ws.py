@@ -52,6 +52,65 @@ def handshake(host_header: str, path: str) -> tuple[bytes, bytes]:
     return request, accept
 
 
+class FrameError(Exception):
+    """The server broke RFC 6455; ``kind`` is the error counted."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+class FrameReader:
+    """Server-to-client frames, sans-I/O: bytes in, ``(opcode, final, payload)`` out."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.buf)
+
+    def feed(self, data: bytes) -> list[tuple[int, bool, bytes]]:
+        buf = self.buf
+        buf += data
+        frames = []
+        while len(buf) >= 2:
+            first, second = buf[0], buf[1]
+            if second & 0x80:  # servers must not mask
+                raise FrameError("malformed-response")
+            size, start = second & 0x7F, 2
+            if size == 126:
+                if len(buf) < 4:
+                    break
+                size, start = struct.unpack_from("!H", buf, 2)[0], 4
+            elif size == 127:
+                if len(buf) < 10:
+                    break
+                size, start = struct.unpack_from("!Q", buf, 2)[0], 10
+            if size > MAX_FRAME:
+                raise FrameError("frame-too-large")
+            if len(buf) < start + size:
+                break
+            frames.append((first & 0x0F, bool(first & 0x80), bytes(buf[start : start + size])))
+            del buf[: start + size]
+        return frames
+
+
+def upgrade_response(buf: bytearray, accept: bytes) -> bool | None:
+    """Consume the server's handshake answer from ``buf``: ``None`` while incomplete, then
+    whether it accepted the upgrade. Raises :class:`FrameError` on an oversized answer."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buf) > MAX_HANDSHAKE:
+            raise FrameError("ws-handshake")
+        return None
+    head = bytes(buf[:end]).lower()
+    del buf[: end + 4]
+    return head.startswith(b"http/1.1 101") and accept.lower() in head
+
+
 class WsConnection(asyncio.Protocol):
     __slots__ = (
         "_accept",
@@ -59,6 +118,7 @@ class WsConnection(asyncio.Protocol):
         "_engine",
         "_frames",
         "_next",
+        "_reader",
         "_recorder",
         "_upgraded",
         "inflight",
@@ -74,6 +134,7 @@ class WsConnection(asyncio.Protocol):
         self._next = 0
         self._buf = bytearray(request)  # sent on connection_made, then reused for input
         self._upgraded = False
+        self._reader = FrameReader()
         self.inflight: deque[tuple[int, int]] = deque()
         self.partial = False
         self.transport: asyncio.Transport | None = None
@@ -89,63 +150,40 @@ class WsConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         now = perf_counter_ns()
         self._recorder.received(len(data), now)
-        buf = self._buf
-        buf += data
-        if not self._upgraded:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > MAX_HANDSHAKE:
+        try:
+            if not self._upgraded:
+                self._buf += data
+                accepted = upgrade_response(self._buf, self._accept)
+                if accepted is None:
+                    return
+                if not accepted:
                     self._engine.handshake_failed(self, "ws-handshake")
-                return
-            head = bytes(buf[:end]).lower()
-            del buf[: end + 4]
-            if not head.startswith(b"http/1.1 101") or self._accept.lower() not in head:
-                self._engine.handshake_failed(self, "ws-handshake")
-                return
-            self._upgraded = True
-            self._engine.ready(self)
-        self._frames_received(now)
-
-    def _frames_received(self, now: int) -> None:
-        buf = self._buf
-        while len(buf) >= 2:
-            first, second = buf[0], buf[1]
-            if second & 0x80:  # servers must not mask
-                self._engine.broken(self, "malformed-response")
-                return
-            size, start = second & 0x7F, 2
-            if size == 126:
-                if len(buf) < 4:
                     return
-                size, start = struct.unpack_from("!H", buf, 2)[0], 4
-            elif size == 127:
-                if len(buf) < 10:
-                    return
-                size, start = struct.unpack_from("!Q", buf, 2)[0], 10
-            if size > MAX_FRAME:
-                self._engine.broken(self, "frame-too-large")
-                return
-            if len(buf) < start + size:
-                self.partial = True
-                return
-            payload = bytes(buf[start : start + size])
-            del buf[: start + size]
-            opcode = first & 0x0F
+                self._upgraded = True
+                self._engine.ready(self)
+                data, self._buf = bytes(self._buf), bytearray()
+            frames = self._reader.feed(data)
+        except FrameError as exc:
+            self._engine.broken(self, exc.kind)
+            return
+        self.partial = self._reader.partial
+        for opcode, final, payload in frames:
             if opcode == 0x9:  # ping -> pong
                 assert self.transport is not None
                 self.transport.write(client_frame(0xA, payload))
             elif opcode == 0x8:
                 self._engine.broken(self, "closed-by-server")
                 return
-            elif opcode in (0x0, 0x1, 0x2) and first & 0x80:  # a message's final frame
-                self.partial = False
+            elif opcode in (0x0, 0x1, 0x2):
+                if not final:
+                    continue  # a fragment: the message completes with its final frame
                 if not self.inflight:
                     self._engine.broken(self, "unsolicited-response")
                     return
                 intended, sent = self.inflight.popleft()
                 self._recorder.response(intended, sent, now, None)
                 self._engine.completed(self, True)
-            elif opcode not in (0x0, 0x1, 0x2, 0xA):
+            elif opcode != 0xA:
                 self._engine.broken(self, "malformed-response")
                 return
 
