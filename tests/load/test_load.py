@@ -66,6 +66,9 @@ def test_workers_counts_are_exact(server: CountingServer) -> None:
     _, r = load(server.url + "/", "-n", "3000", "-c", "10", "--workers", "2")
     assert r["workers"] == 2
     assert r["requests"]["completed"] == 3000 == server.count
+    _, r = load(server.url + "/", "-d", "2s", "-c", "4", "--workers", "2")
+    assert 1.9 <= r["duration_s"] <= 2.3  # timed from the common start, not each worker's
+    assert server.count == 3000 + r["requests"]["completed"]
 
 
 def test_open_model_holds_its_rate(server: CountingServer) -> None:

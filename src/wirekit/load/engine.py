@@ -132,7 +132,9 @@ class Engine:
             self._timer = HighResTimer(loop, self._dispatch)
             self._arm()
         elif cfg.duration is not None:
-            timers["stop"] = loop.call_later(cfg.duration, self._stop)
+            # From the planned start, not from now: worker processes may get here late.
+            end = rec.start_ns + int(cfg.duration * NS)
+            timers["stop"] = loop.call_later(max(0.0, (end - perf_counter_ns()) / NS), self._stop)
         try:
             await self._done.wait()
         finally:
@@ -360,13 +362,20 @@ class Engine:
 
     # -- timers -------------------------------------------------------------------------------
     def _stop(self) -> None:
-        """No more sends; in-flight requests get ``timeout`` seconds to finish."""
+        """No new requests. Those in flight, and due ones still waiting for a free connection,
+        get ``timeout`` seconds; then the waiting ones count as ``not-sent``."""
         if self.stopping:
             return
         self.stopping = True
         self._stopped_at = perf_counter_ns()
-        now = self._stopped_at
-        for _ in self.backlog:  # due but never sent: the generator had no free connection
+        if self.backlog:
+            assert self._loop is not None
+            self._timers["give-up"] = self._loop.call_later(self.config.timeout, self._give_up)
+        self._check_done()
+
+    def _give_up(self) -> None:
+        now = perf_counter_ns()
+        for _ in self.backlog:  # due, never sent: no connection came free in time
             self.recorder.failure("not-sent", now)
         self.backlog.clear()
         self._check_done()
@@ -377,7 +386,7 @@ class Engine:
         count = self.config.count
         if count is not None and not self.stopping and self.issued >= count:
             self.stopping = True
-        if self.stopping and self.in_flight == 0:
+        if self.stopping and self.in_flight == 0 and not self.backlog:
             if not self._stopped_at:
                 self._stopped_at = perf_counter_ns()
             self._done.set()

@@ -20,7 +20,9 @@ from .recorder import Recorder, summary
 from .report import Threshold, build_result
 from .schedule import Step
 
-START_DELAY_NS = 300_000_000  # workers start together, this long after the parent's signal
+# Workers start together at an instant the parent picks this far ahead: a spawned process
+# needs up to ~1 s here to import wirekit before it can run.
+START_DELAY_NS = 1_500_000_000
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -70,9 +72,10 @@ def _worker(config: LoadConfig, start_ns: int, conn: Any, live: bool) -> None:
     def report(p: dict[str, Any]) -> None:
         conn.send(("progress", p, 0, 0.0))
 
+    cpu0 = _cpu_seconds()  # not counting this process's start-up
     try:
         recorder, elapsed = run(_run(config, start_ns, report if live else None))
-        conn.send(("ok", recorder.to_wire(), elapsed, _cpu_seconds()))
+        conn.send(("ok", recorder.to_wire(), elapsed, _cpu_seconds() - cpu0))
     except WirekitError as exc:
         conn.send(("error", str(exc), 0, 0.0))
     finally:
@@ -125,7 +128,7 @@ def _execute_workers(
     config: LoadConfig, workers: int, progress: Progress | None
 ) -> tuple[Recorder, int, float]:
     ctx = multiprocessing.get_context("spawn")
-    start_ns = perf_counter_ns() + START_DELAY_NS * workers
+    start_ns = perf_counter_ns() + START_DELAY_NS + 200_000_000 * workers
     pipes: dict[Any, int] = {}
     procs = []
     for index in range(workers):
