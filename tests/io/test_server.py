@@ -11,6 +11,7 @@ from wirekit import ConnectionClosed, Handler, Limits, TcpServer, connect
 from wirekit.echo.server import EchoHandler
 from wirekit.io.client import Timeouts
 from wirekit.io.loop import loop_name
+from wirekit.io.server import Connection
 
 pytestmark = pytest.mark.anyio
 
@@ -235,3 +236,40 @@ async def test_coalesced_writes_go_out_once_per_turn_after_before_flush() -> Non
             assert b"".join(writes) == b"".join(lines)
         writer.close()
         await writer.wait_closed()
+
+
+class Ticker(Handler):
+    """Sends a line every 0.1 s without ever being spoken to."""
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__(conn)
+        self._timer = asyncio.get_running_loop().call_later(0.1, self._tick)
+
+    def _tick(self) -> None:
+        self.conn.send(b"tick")
+        self._timer = asyncio.get_running_loop().call_later(0.1, self._tick)
+
+    def frame_received(self, frame: bytes) -> None:
+        pass
+
+    def connection_lost(self, reason: str) -> None:
+        self._timer.cancel()
+
+
+async def test_idle_timeout_counts_sending_as_activity() -> None:
+    limits = Limits(idle_timeout=0.4)
+    async with (
+        TcpServer(Ticker, framing="line", limits=limits) as talker,
+        TcpServer(EchoHandler, framing="line", limits=limits) as silent,
+    ):
+        await talker.start("127.0.0.1", 0)
+        await silent.start("127.0.0.1", 0)
+        listen_r, listen_w = await asyncio.open_connection(*talker.address)
+        quiet_r, quiet_w = await asyncio.open_connection(*silent.address)
+        await asyncio.sleep(1.5)
+        assert talker.statistics().open_connections == 1  # only listening, never idle
+        assert silent.statistics().closed == {"idle-timeout": 1}
+        assert await quiet_r.read() == b""
+        assert (await listen_r.readline()) == b"tick\n"
+        for w in (listen_w, quiet_w):
+            w.close()

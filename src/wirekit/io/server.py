@@ -82,6 +82,7 @@ class Connection(asyncio.Protocol):
         "_on_frame",
         "_pending",
         "_registered",
+        "_seen_out",
         "_server",
         "_time",
         "_tls",
@@ -98,6 +99,7 @@ class Connection(asyncio.Protocol):
         self._handler: Handler | None = None
         self._tls = TlsSession(server.ssl) if server.ssl is not None else None
         self._pending: list[bytes] | None = None  # coalesced writes not yet flushed
+        self._seen_out = 0  # bytes_out at the last idle sweep: sending is activity too
         self.transport: asyncio.Transport | None = None
         self.stats = ConnectionStats("", 0.0)
 
@@ -208,16 +210,14 @@ class Connection(asyncio.Protocol):
             return
         data = frame if self._framer is None else self._framer.encode(frame)
         out = data if self._tls is None else self._tls.encrypt(data)
-        if self._server.coalesce_writes:
-            if self._pending is None:
-                self._pending = [out]
-                self._server._mark_dirty(self)
-            else:
-                self._pending.append(out)
+        if self._pending is not None:
+            self._pending.append(out)
+        elif self._server.coalesce_writes:
+            self._pending = [out]
+            self._server._mark_dirty(self)
         else:
             transport.write(out)
         stats = self.stats
-        stats.last_activity = self._time()
         stats.bytes_out += len(data)
         stats.frames_out += 1
 
@@ -480,9 +480,13 @@ class TcpServer:
         deadline = now - idle if idle > 0 else float("-inf")
         handshake_deadline = now - self.ssl_handshake_timeout
         for conn in list(self._connections.values()):
-            if conn.handshaking and conn.stats.opened < handshake_deadline:
+            stats = conn.stats
+            if stats.bytes_out != conn._seen_out:  # it sent since the last sweep: not idle
+                conn._seen_out = stats.bytes_out
+                stats.last_activity = now
+            if conn.handshaking and stats.opened < handshake_deadline:
                 self.stats.errors["tls-handshake-timeout"] += 1
                 conn.abort("tls-handshake-timeout")
-            elif conn.stats.last_activity < deadline:
+            elif stats.last_activity < deadline:
                 conn.close("idle-timeout")
         self._schedule_sweep()
