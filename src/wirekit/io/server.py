@@ -77,6 +77,7 @@ class Connection(asyncio.Protocol):
 
     __slots__ = (
         "_close_reason",
+        "_coalesce",
         "_framer",
         "_handler",
         "_on_frame",
@@ -98,6 +99,7 @@ class Connection(asyncio.Protocol):
         self._registered = False
         self._handler: Handler | None = None
         self._tls = TlsSession(server.ssl) if server.ssl is not None else None
+        self._coalesce = server.coalesce_writes
         self._pending: list[bytes] | None = None  # coalesced writes not yet flushed
         self._seen_out = 0  # bytes_out at the last idle sweep: sending is activity too
         self.transport: asyncio.Transport | None = None
@@ -210,13 +212,13 @@ class Connection(asyncio.Protocol):
             return
         data = frame if self._framer is None else self._framer.encode(frame)
         out = data if self._tls is None else self._tls.encrypt(data)
-        if self._pending is not None:
+        if not self._coalesce:
+            transport.write(out)
+        elif self._pending is not None:
             self._pending.append(out)
-        elif self._server.coalesce_writes:
+        else:
             self._pending = [out]
             self._server._mark_dirty(self)
-        else:
-            transport.write(out)
         stats = self.stats
         stats.bytes_out += len(data)
         stats.frames_out += 1
