@@ -117,10 +117,16 @@ async def main() -> None:
     parser.add_argument("port", type=int)
     parser.add_argument("--stall-at", type=float, default=None)
     parser.add_argument("--stall-for", type=float, default=0.0)
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), default=None)
     args = parser.parse_args()
     server = Server(args.stall_at, args.stall_for)
+    ssl = None
+    if args.tls:
+        from wirekit.io.tls import server_context
+
+        ssl = server_context(*args.tls)
     srv = await asyncio.get_running_loop().create_server(
-        lambda: Handler(server), "127.0.0.1", args.port, backlog=4096
+        lambda: Handler(server), "127.0.0.1", args.port, backlog=4096, ssl=ssl
     )
     print("ready", flush=True)
     async with srv:

@@ -372,3 +372,20 @@ def test_live_progress_on_a_terminal(server: CountingServer, workers: str) -> No
     text = out.decode(errors="replace")
     assert "/3 s" in text and "req/s" in text and "done" in text  # the live line
     assert "responses" in text and os.waitstatus_to_exitcode(status) in (0, 3)
+
+
+def test_https_with_the_local_ca(tmp_path: Path) -> None:
+    from wirekit.certs import issue
+
+    pki = issue(tmp_path, ["localhost", "127.0.0.1"])
+    srv = CountingServer("--tls", str(pki.cert), str(pki.key))
+    try:
+        url = f"https://localhost:{srv.port}/"
+        _, r = load(url, "-n", "500", "-c", "5", "--ca", str(pki.ca))
+        assert r["requests"]["completed"] == 500 and not r["errors"]
+        _, r = load(url, "-n", "5", "-c", "1")  # the system store does not know our CA
+        assert set(r["errors"]) == {"tls"}
+        _, r = load(url, "-n", "20", "-c", "2", "--insecure")
+        assert r["requests"]["completed"] == 20
+    finally:
+        srv.stop()

@@ -143,7 +143,7 @@ class FanoutRun:
             return rec, max(1, perf_counter_ns() - rec.start_ns)
         await asyncio.sleep(SETTLE)
         start = perf_counter_ns()
-        rec.start_ns = start
+        rec.restart(start)
         published = await self._publish(publisher, start)
         await self._drain(published * len(live))
         elapsed = perf_counter_ns() - start

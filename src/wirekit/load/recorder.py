@@ -94,6 +94,9 @@ class Second:
 
 class Recorder:
     __slots__ = (
+        "_current",
+        "_current_end",
+        "_current_start",
         "bytes_in",
         "bytes_out",
         "completed",
@@ -121,12 +124,20 @@ class Recorder:
         self.sent = 0
         self.bytes_in = 0
         self.bytes_out = 0
+        self._current = Second()  # a cache of the newest second, valid in [start, end)
+        self._current_start = self._current_end = 0
 
     def second(self, now_ns: int) -> Second:
+        if self._current_start <= now_ns < self._current_end:  # the common case: this second
+            return self._current
         index = max(0, (now_ns - self.start_ns) // 1_000_000_000)
         seconds = self.seconds
         while len(seconds) <= index:
             seconds.append(Second())
+        if index == len(seconds) - 1:
+            self._current = seconds[index]
+            self._current_start = self.start_ns + index * 1_000_000_000
+            self._current_end = self._current_start + 1_000_000_000
         return seconds[index]
 
     def response(self, intended: int, sent: int, done: int, status: int | None) -> None:
@@ -140,6 +151,12 @@ class Recorder:
         sec = self.second(done)
         sec.completed += 1
         sec.latency.record(corrected)
+
+    def restart(self, start_ns: int) -> None:
+        """Start the timeline over at ``start_ns`` (after a warm-up such as connecting)."""
+        self.start_ns = start_ns
+        self.seconds = []
+        self._current_start = self._current_end = 0
 
     def received(self, size: int, now: int) -> None:
         self.bytes_in += size
