@@ -171,7 +171,7 @@ def _announce(service: EchoService) -> None:
     if cfg.udp is not None:
         parts.append(f"udp://{service.udp_stats.address}")
     if service.metrics is not None:
-        parts.append(f"metrics http://{format_hostport(*service.metrics.address)}/metrics")
+        parts.append(f"metrics {service.metrics.url}")
     log.info("echo serving %s", ", ".join(parts), extra={"event": "ready"})
 
 

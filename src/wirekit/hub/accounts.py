@@ -77,8 +77,8 @@ class Accounts:
         # A hash to verify against for unknown users, so timing does not reveal who exists.
         self._dummy = self._hasher.hash(secrets.token_hex(8))
 
-    async def register(self, name: str, password: str, address: str) -> str:
-        """Create the account and return a token."""
+    async def register(self, name: str, password: str, address: str) -> tuple[str, str]:
+        """Create the account; returns ``(user, token)``."""
         name = check_username(name)
         if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
             raise AuthError(
@@ -88,10 +88,10 @@ class Accounts:
         hashed = await asyncio.to_thread(self._hasher.hash, password)
         if not self._store.create_user(name, hashed):
             raise AuthError("name-taken", f"the name {name} is taken")
-        return self.issue(name)
+        return name, self.issue(name)
 
-    async def login(self, name: str, password: str, address: str) -> str:
-        """Check the password and return a token."""
+    async def login(self, name: str, password: str, address: str) -> tuple[str, str]:
+        """Check the password; returns ``(user, token)``."""
         name = name.lower()
         self._throttle(name, address)
         stored = self._store.password_hash(name)
@@ -101,7 +101,7 @@ class Accounts:
             stored = None
         if stored is None:
             raise AuthError("bad-login", "wrong user name or password")
-        return self.issue(name)
+        return name, self.issue(name)
 
     def issue(self, name: str) -> str:
         now = int(time.time())

@@ -167,7 +167,7 @@ class ChatSession(Handler):
         self._set_mode("text")
 
     # -- helpers ------------------------------------------------------------------------------
-    def _begin_login(self, command: str, attempt: Coroutine[Any, Any, str]) -> None:
+    def _begin_login(self, command: str, attempt: Coroutine[Any, Any, tuple[str, str]]) -> None:
         if self.sub is not None:
             attempt.close()
             self._error("logged-in", f"already logged in as {self.sub.user}")
@@ -175,12 +175,14 @@ class ChatSession(Handler):
         self._pending = []
         self.service.spawn(self._finish_login(command, attempt))
 
-    async def _finish_login(self, command: str, attempt: Coroutine[Any, Any, str]) -> None:
+    async def _finish_login(
+        self, command: str, attempt: Coroutine[Any, Any, tuple[str, str]]
+    ) -> None:
         try:
-            token = await attempt
+            user, token = await attempt
             if self.conn.transport is None or self.conn.transport.is_closing():
                 return
-            self._logged_in(command, self.service.accounts.verify(token), token)
+            self._logged_in(command, user, token)
         except AuthError as exc:
             self._error(exc.code, str(exc))
         pending, self._pending = self._pending or [], None

@@ -157,7 +157,7 @@ async def serve_until_stopped(config: HubConfig) -> None:
             scheme = "chat+tls" if config.cert else "chat"
             parts.append(f"{scheme}://{format_hostport(*service.chat.address)}")
         if service.metrics is not None:
-            parts.append(f"metrics http://{format_hostport(*service.metrics.address)}/metrics")
+            parts.append(f"metrics {service.metrics.url}")
         log.info("hub serving %s (data in %s)", ", ".join(parts), config.data_dir,
                  extra={"event": "ready"})  # fmt: skip
         await stop.wait()

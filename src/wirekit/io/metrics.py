@@ -22,7 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from .sockets import bind_error
+from .sockets import bind_error, format_hostport
 from .stats import RESPONSE_BUCKETS, ServerSnapshot
 
 SnapshotSource = Callable[[bool], list[tuple[str, ServerSnapshot]]]
@@ -119,6 +119,11 @@ class MetricsServer:
         sockets = getattr(self._site._server, "sockets", None) or []
         name = sockets[0].getsockname()
         return str(name[0]), int(name[1])
+
+    @property
+    def url(self) -> str:
+        """Where ``/metrics`` is served, for log lines."""
+        return f"http://{format_hostport(*self.address)}/metrics"
 
     async def shutdown(self) -> None:
         await self._runner.cleanup()

@@ -83,7 +83,6 @@ class HttpConnection(asyncio.Protocol):
         "_parser",
         "_recorder",
         "_request",
-        "_status",
         "inflight",
         "partial",
         "transport",
