@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -19,15 +18,11 @@ import sys
 import time
 from pathlib import Path
 
+from bench_common import build_c, free_port, machine
+
 HERE = Path(__file__).parent
 BUILD = HERE / "build"
 CONNS, SIZE, SECONDS, ROUNDS = 50, 64, 5.0, 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int) -> None:
@@ -38,13 +33,6 @@ def wait_port(port: int) -> None:
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f"server on {port} never came up")
-
-
-def build_load() -> Path:
-    BUILD.mkdir(exist_ok=True)
-    exe = BUILD / "echo_load"
-    subprocess.run(["gcc", "-O2", "-o", str(exe), str(HERE / "echo_load.c")], check=True)
-    return exe
 
 
 def targets(port: int) -> dict[str, list[str]]:
@@ -94,7 +82,7 @@ def measure(load: Path, name: str) -> dict[str, float]:
 
 
 def main() -> None:
-    load = build_load()
+    load = build_c("echo_load")
     names = list(targets(0))
     runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     for r in range(ROUNDS):  # interleave so drift hits every target alike
@@ -114,8 +102,7 @@ def main() -> None:
               f"{row['server_cpu_cores']:>9.2f}")  # fmt: skip
     result = {
         "benchmark": "echo",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": machine(),
         "params": {"connections": CONNS, "size": SIZE, "seconds": SECONDS, "rounds": ROUNDS},
         "rows": rows,
         "runs": runs,

@@ -28,7 +28,6 @@ import argparse
 import importlib.metadata
 import json
 import os
-import platform
 import random
 import resource
 import selectors
@@ -43,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_common import build_c, free_port, machine, machine_busy_seconds
+
 HERE = Path(__file__).parent
 BUILD = HERE / "build"
 NS = (100, 1000, 5000)
@@ -54,12 +55,6 @@ USER, PASSWORD, ROOM = "bench", "benchpass123", "#bench"
 
 
 # -- processes ------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def free_port_range(count: int) -> int:
     """A first port such that first .. first+count-1 are free (below the ephemeral range)."""
     for _ in range(200):
@@ -128,20 +123,6 @@ def cpu_seconds(pid: int) -> float:
     except FileNotFoundError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all processes (and the kernel) have been busy, from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def build_load() -> Path:
-    BUILD.mkdir(exist_ok=True)
-    exe = BUILD / "hub_load"
-    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(exe), str(HERE / "hub_load.c")], check=True)
-    return exe
 
 
 # -- servers --------------------------------------------------------------------------------
@@ -403,7 +384,7 @@ def main() -> None:
     ns = [int(x) for x in opts.ns.split(",")]
     started = time.monotonic()
     raise_nofile(IDLE + 1000)
-    load = build_load()
+    load = build_c("hub_load", "-Wall")
     ngircd = None if opts.no_ngircd else ensure_ngircd()
     if ngircd is None and not opts.no_ngircd:
         print(
@@ -553,11 +534,7 @@ def report(
         )
     result = {
         "benchmark": "hub_tcp",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "versions": {
             "wirekit": package_version("wirekit"),
             "uvloop": package_version("uvloop"),

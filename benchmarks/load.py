@@ -28,11 +28,9 @@ import csv
 import importlib.metadata
 import json
 import os
-import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +40,8 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from bench_common import TICK, free_port, machine, machine_busy_seconds
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent  # the venv's bin: wirekit, pip, locust
@@ -56,7 +56,6 @@ STEADY_SKIP, STEADY_TAIL = 2.0, 1.0  # CPU window: from start+2 s to exit-1 s (s
 TARGETS = {"wrk": 1.0, "hey": 2.0, "locust": 5.0}  # wirekit / tool, from the issue
 APT = {"nginx": "nginx", "wrk": "wrk", "hey": "hey"}  # command -> Debian package
 SBIN_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 # -- setup ------------------------------------------------------------------------------------
@@ -122,24 +121,7 @@ def git_state() -> dict[str, Any]:
             "src_dirty": bool(git("status", "--porcelain", "--", "../src"))}  # fmt: skip
 
 
-def machine() -> dict[str, Any]:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {"cpus": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "platform": platform.platform()}  # fmt: skip
-
-
 # -- nginx ------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 NGINX_CONF = """\
 worker_processes 1;
 daemon off;
@@ -239,12 +221,6 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
-def machine_busy() -> float:
-    """Busy CPU seconds of the whole machine (all cores) from /proc/stat."""
-    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(f[:8]) - f[3] - f[4]) / TICK  # minus idle and iowait
-
-
 def tree_rss_kb(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM) of a process tree in kB, summed."""
     rss = hwm = 0
@@ -269,7 +245,7 @@ def run_sampled(cmd: list[str], nginx_pid: int, timeout: float, period: float = 
         deadline = t0 + timeout
         while proc.poll() is None and time.monotonic() < deadline:
             samples.append((time.monotonic() - t0, tree_cpu(nginx_pid), tree_cpu(proc.pid),
-                            machine_busy()))  # fmt: skip
+                            machine_busy_seconds()))  # fmt: skip
             if on_sample is not None:
                 on_sample(proc.pid)
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -586,9 +562,9 @@ def main() -> None:
     cpus = os.cpu_count() or 1
     result: dict[str, Any] = {"benchmark": "load", "machine": machine(), "versions": versions(),
                               "git": git_state()}  # fmt: skip
-    busy0, t0 = machine_busy(), time.monotonic()
+    busy0, t0 = machine_busy_seconds(), time.monotonic()
     time.sleep(2)
-    background = round((machine_busy() - busy0) / (time.monotonic() - t0), 3)
+    background = round((machine_busy_seconds() - busy0) / (time.monotonic() - t0), 3)
     result["machine"]["background_cores_before"] = background
     noisy = " (not quiet: results will be noisy)" if background > NOISY_CORES else ""
     print(f"machine: {cpus} cores, {background:.2f} cores busy before starting{noisy}")
