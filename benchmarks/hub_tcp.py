@@ -144,6 +144,8 @@ def start_wirekit(tmp: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
         f"127.0.0.1:{port}",
         "--metrics",
         f"127.0.0.1:{free_port()}",
+        "--http",
+        f"127.0.0.1:{free_port()}",
         "--message-rate",
         "100000",
         "--max-connections",

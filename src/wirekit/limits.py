@@ -33,6 +33,10 @@ class Limits:
       everything after its offset, paced by the reader's send queue).
     * ``login_per_user`` / ``login_per_address`` -- login attempts per minute per account and per
       client address; past it logins fail with ``rate-limited``.
+    * ``ws_max_message`` -- largest WebSocket message (all fragments) a client may send; past it
+      the connection is closed with code 1009.
+    * ``ws_ping_interval`` / ``ws_timeout`` -- the server pings every WebSocket this often, and
+      closes (1001) one from which nothing arrived for ``ws_timeout`` seconds.
     """
 
     max_connections: int = 10_000
@@ -49,6 +53,9 @@ class Limits:
     history_max: int = 1000
     login_per_user: int = 5
     login_per_address: int = 20
+    ws_max_message: int = 64 * KiB
+    ws_ping_interval: float = 25.0
+    ws_timeout: float = 60.0
 
 
 DEFAULTS = Limits()

@@ -24,7 +24,8 @@ Spawn = Any
 def serve(
     spawn: Spawn, data: Path, chat: int, metrics: int, *extra: str
 ) -> subprocess.Popen[bytes]:
-    args = ["--data", str(data), "--chat", f"127.0.0.1:{chat}", "--metrics", f"127.0.0.1:{metrics}"]
+    args = ["--data", str(data), "--chat", f"127.0.0.1:{chat}", "--metrics", f"127.0.0.1:{metrics}",
+            "--http", "127.0.0.1:0"]  # fmt: skip
     proc: subprocess.Popen[bytes] = spawn(wirekit_cmd("serve", *args, *extra))
     wait_for_port(chat, timeout=20)
     return proc

@@ -87,12 +87,18 @@ class HubFixture:
         self.limits = limits
         self.service: HubService | None = None
         self.peers: list[Peer] = []
+        self.config: dict[str, Any] = {}  # more HubConfig fields
 
     async def start(self, **limits: Any) -> HubService:
         if limits:
             self.limits = replace(self.limits, **limits)
         config = HubConfig(
-            data_dir=self.data_dir, chat=("127.0.0.1", 0), metrics=None, limits=self.limits
+            data_dir=self.data_dir,
+            chat=("127.0.0.1", 0),
+            http=("127.0.0.1", 0),
+            metrics=None,
+            limits=self.limits,
+            **self.config,
         )
         self.service = HubService(config, hasher=FAST_HASHER)
         await self.service.start()

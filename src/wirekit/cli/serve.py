@@ -9,19 +9,66 @@ from typing import Any
 import click
 
 from ..errors import UsageError
+from ..hub.engine import TOPIC
 from ..hub.service import HubConfig, serve_until_stopped
 from ..io.loop import run
 from ..limits import DEFAULTS
 from .common import HOSTPORT, build_limits, limit_options, resolve_tls, tls_server_options
 
 
-@click.command(short_help="The messaging hub: TCP chat, accounts, history, metrics.")
+@click.command(short_help="The messaging hub: TCP chat, WebSocket, SSE, browser page, metrics.")
 @click.option(
     "--chat",
     type=HOSTPORT,
     default="127.0.0.1:7000",
     show_default=True,
     help="TCP chat address (docs/chat-protocol.md).",
+)
+@click.option(
+    "--http",
+    type=HOSTPORT,
+    default="127.0.0.1:8080",
+    show_default=True,
+    help="HTTP address: the page at /, WebSocket /ws, SSE /sse, /api (docs/ws-protocol.md).",
+)
+@click.option(
+    "--public-topics",
+    default="",
+    metavar="T1,T2",
+    help="Push topics anyone may subscribe to without logging in (WebSocket and SSE).",
+)
+@click.option(
+    "--api-key",
+    envvar="WIREKIT_API_KEY",
+    help="Key for POST /api/publish and /api/kick [default: DATA/api.key, created on first start]",
+)
+@click.option(
+    "--allowed-origins",
+    default="",
+    metavar="O1,O2",
+    help="Origins allowed to open a WebSocket (e.g. https://app.example); '*' for any. "
+    "[default: the server's own origin]",
+)
+@click.option(
+    "--ws-ping-interval",
+    type=float,
+    default=DEFAULTS.ws_ping_interval,
+    show_default=True,
+    help="Seconds between the server's WebSocket pings.",
+)
+@click.option(
+    "--ws-timeout",
+    type=float,
+    default=DEFAULTS.ws_timeout,
+    show_default=True,
+    help="Close a WebSocket from which nothing arrived for this many seconds.",
+)
+@click.option(
+    "--ws-max-message",
+    type=int,
+    default=DEFAULTS.ws_max_message,
+    show_default=True,
+    help="Largest WebSocket message a client may send (bytes); larger closes with 1009.",
 )
 @click.option(
     "--metrics",
@@ -62,6 +109,13 @@ from .common import HOSTPORT, build_limits, limit_options, resolve_tls, tls_serv
 @limit_options
 def serve(
     chat: tuple[str, int],
+    http: tuple[str, int],
+    public_topics: str,
+    api_key: str | None,
+    allowed_origins: str,
+    ws_ping_interval: float,
+    ws_timeout: float,
+    ws_max_message: int,
     metrics: tuple[str, int],
     data_dir: str,
     message_rate: float,
@@ -72,17 +126,28 @@ def serve(
     key: str | None,
     **limits: Any,
 ) -> None:
-    """Run the hub until SIGINT/SIGTERM: accounts, rooms, private messages, presence and
-    history, stored in DATA (SQLite), served over the TCP chat protocol.
+    """Run the hub until SIGINT/SIGTERM: accounts, rooms, private messages, push topics,
+    presence and history, stored in DATA (SQLite), served over the TCP chat protocol, and over
+    HTTP: a browser page, WebSocket, Server-Sent Events and an API for services.
 
     \b
     Example:
-      wirekit serve
-      nc 127.0.0.1 7000          # then: /register alice secret123, /join #general, hello
+      wirekit serve                     # then open http://127.0.0.1:8080/
+      nc 127.0.0.1 7000                 # /register alice secret123, /join #general, hello
+      wirekit serve --public-topics news,sports
+      curl -N 'http://127.0.0.1:8080/sse?topic=news'
       wirekit serve --chat 0.0.0.0:7000 --tls --data /var/lib/wirekit
     """
     if message_rate <= 0 or send_queue < 1024 or behind_timeout <= 0:
         raise UsageError("--message-rate and --behind-timeout must be > 0, --send-queue >= 1024")
+    if ws_ping_interval <= 0 or ws_timeout <= 0 or ws_max_message < 125:
+        raise UsageError("--ws-ping-interval and --ws-timeout must be > 0, --ws-max-message >= 125")
+    topics = frozenset(t.strip().lower() for t in public_topics.split(",") if t.strip())
+    for topic in topics:
+        if topic.startswith(("#", "@")) or not TOPIC.fullmatch(topic):
+            raise UsageError(
+                f"--public-topics: {topic!r} is not a push topic name (a-z 0-9 _ . : -)"
+            )
     cert, key = resolve_tls(tls, cert, key, data_dir)
     base = build_limits(
         limits["max_connections"], limits["max_line"], limits["max_frame"],
@@ -91,6 +156,10 @@ def serve(
     config = HubConfig(
         data_dir=Path(data_dir),
         chat=chat,
+        http=http,
+        public_topics=topics,
+        api_key=api_key,
+        allowed_origins=tuple(o.strip() for o in allowed_origins.split(",") if o.strip()),
         metrics=metrics,
         limits=replace(
             base,
@@ -99,6 +168,9 @@ def serve(
             write_buffer_high=send_queue,
             write_buffer_low=send_queue // 4,
             behind_timeout=behind_timeout,
+            ws_ping_interval=ws_ping_interval,
+            ws_timeout=ws_timeout,
+            ws_max_message=ws_max_message,
         ),
         cert=cert,
         key=key,

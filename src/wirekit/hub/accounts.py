@@ -12,6 +12,8 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
@@ -26,6 +28,15 @@ from .store import Store
 USERNAME = re.compile(r"[a-z][a-z0-9_-]{1,31}")
 MIN_PASSWORD, MAX_PASSWORD = 8, 1024
 TOKEN_TTL = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What a valid token says: who, which token (``id``, for revocation), until when."""
+
+    user: str
+    id: str
+    expires: float
 
 
 class AuthError(WirekitError):
@@ -46,17 +57,31 @@ def check_username(name: str) -> str:
     return name
 
 
-def load_key(data_dir: Path) -> bytes:
-    """The token signing key in ``data_dir/secret.key``, created on first use."""
-    path = data_dir / "secret.key"
+def token_id(token: str) -> str:
+    """The ``jti`` of a token this server issued (not verified: use on checked tokens)."""
+    return str(jwt.decode(token, options={"verify_signature": False}).get("jti", ""))
+
+
+def load_secret(path: Path, make: Callable[[], bytes]) -> bytes:
+    """The secret in ``path``, created with ``make()`` (mode 0600) on first use."""
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        key = secrets.token_bytes(32)
+        secret = make()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
-            f.write(key)
-        return key
+            f.write(secret)
+        return secret
+
+
+def load_key(data_dir: Path) -> bytes:
+    """The token signing key in ``data_dir/secret.key``."""
+    return load_secret(data_dir / "secret.key", lambda: secrets.token_bytes(32))
+
+
+def load_api_key(data_dir: Path) -> str:
+    """The API key for ``POST /api/publish`` in ``data_dir/api.key``."""
+    return load_secret(data_dir / "api.key", lambda: secrets.token_urlsafe(32).encode()).decode()
 
 
 class Accounts:
@@ -109,7 +134,10 @@ class Accounts:
         return jwt.encode({**claims, "jti": secrets.token_hex(8)}, self._key, algorithm="HS256")
 
     def verify(self, token: str) -> str:
-        """The user a token was issued to; :class:`AuthError` if forged or expired."""
+        """The user a token was issued to; :class:`AuthError` if forged, revoked or expired."""
+        return self.session(token).user
+
+    def session(self, token: str) -> Session:
         try:
             claims = jwt.decode(
                 token, self._key, algorithms=["HS256"], options={"require": ["sub", "exp"]}
@@ -118,10 +146,17 @@ class Accounts:
             raise AuthError("token-expired", "the token has expired; log in again") from None
         except jwt.PyJWTError:
             raise AuthError("bad-token", "the token is not valid") from None
-        user = str(claims["sub"])
-        if self._store.password_hash(user) is None:
+        session = Session(str(claims["sub"]), str(claims.get("jti", "")), float(claims["exp"]))
+        if session.id and self._store.revoked(session.id):
+            raise AuthError("bad-token", "the token was revoked (logged out)")
+        if self._store.password_hash(session.user) is None:
             raise AuthError("bad-token", "the token's account no longer exists")
-        return user
+        return session
+
+    def revoke(self, session: Session) -> None:
+        """Log out: the token is refused from now on."""
+        self._store.revoke(session.id, session.expires)
+        self._store.commit()
 
     def _throttle(self, name: str, address: str) -> None:
         now = time.monotonic()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ..io.server import Connection, Handler
 from ..proto.chat import BadLine, ChatReader, Command, Mode, help_lines
 from ..proto.ratelimit import TokenBucket
-from .accounts import AuthError
+from .accounts import AuthError, token_id
 from .engine import Encoded, HubError, Subscriber, check_log, check_room
 
 if TYPE_CHECKING:
@@ -36,7 +36,13 @@ class ChatSubscriber(Subscriber):
         return self.paused
 
     def disconnect(self, reason: str) -> None:
-        self.conn.abort(reason)  # its send queue is full: closing would wait on it
+        if reason == "too-slow":
+            self.conn.abort(reason)  # its send queue is full: closing would wait on it
+            return
+        self.conn.send(
+            Encoded({"type": "error", "code": reason, "message": _BYE[reason]}).data(self.mode)
+        )
+        self.conn.close(reason)
 
 
 class ChatSession(Handler):
@@ -145,7 +151,8 @@ class ChatSession(Handler):
     def _cmd_history(self, room: str, count: str = "20") -> None:
         assert self.sub is not None
         name = check_log(room)
-        for encoded in self.service.hub.history(self.sub.user, name, _number(count)):
+        _, messages = self.service.hub.history(self.sub.user, name, _number(count))
+        for encoded in messages:
             self.conn.send(encoded.data(self.mode))
         self._reply("history", room=name, message=f"end of history of {name}")
 
@@ -197,6 +204,7 @@ class ChatSession(Handler):
             self._error("logged-in", f"already logged in as {self.sub.user}")
             return
         sub = self.sub = ChatSubscriber(self, user)
+        sub.session_id = token_id(token)
         logs = self.service.hub.attach(sub)
         rooms = [{"room": lg.name, "head": lg.head, "epoch": lg.epoch} for lg in logs]
         self.room = next((lg.name for lg in logs if not lg.private), None)
@@ -231,6 +239,10 @@ class ChatSession(Handler):
         self.conn.send(Encoded(event).data(self.mode))
 
 
+_BYE = {
+    "kicked": "an administrator closed this session",
+    "logged-out": "this session was logged out",
+}
 _OPEN = {"register", "login", "auth", "quit", "help", "json", "text"}
 
 

@@ -18,13 +18,24 @@ import abc
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 from ..limits import DEFAULTS, Limits
-from ..proto.chat import Mode, encode_event
+from ..proto.chat import encode_event
+from ..proto.wsapi import encode_sse, encode_ws
 from .store import Store, StoredMessage
 
 ROOM = re.compile(r"#[a-z0-9][a-z0-9_.-]{0,47}")
+TOPIC = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
+API_SENDER = "api"  # the sender of messages published with the API key
+
+Wire = Literal["text", "json", "ws", "sse"]
+ENCODERS: dict[Wire, Callable[[dict[str, Any]], bytes]] = {
+    "text": lambda event: encode_event(event, "text"),
+    "json": lambda event: encode_event(event, "json"),
+    "ws": encode_ws,
+    "sse": encode_sse,
+}
 CATCH_UP_BATCH = 256
 
 
@@ -50,6 +61,19 @@ def check_log(name: str) -> str:
     return name.lower() if name.startswith("@") else check_room(name)
 
 
+def check_topic(name: str) -> str:
+    """Any log name a WebSocket client may use: ``#room``, ``@a,b``, ``@user`` or a push
+    topic."""
+    name = name.lower()
+    if name.startswith(("#", "@")):
+        return check_log(name)
+    if not TOPIC.fullmatch(name):
+        raise HubError(
+            "bad-topic", "topics are a letter or digit, then up to 63 of a-z 0-9 _ . : -"
+        )
+    return name
+
+
 def private_log(a: str, b: str) -> str:
     return "@" + ",".join(sorted((a, b)))
 
@@ -57,21 +81,18 @@ def private_log(a: str, b: str) -> str:
 class Encoded:
     """An event, encoded at most once per wire format however many subscribers get it."""
 
-    __slots__ = ("_json", "_text", "event")
+    __slots__ = ("_cache", "event")
 
     def __init__(self, event: dict[str, Any]) -> None:
         self.event = event
-        self._json: bytes | None = None
-        self._text: bytes | None = None
+        self._cache: dict[Wire, bytes] = {}
 
-    def data(self, mode: Mode) -> bytes:
-        if mode == "json":
-            if self._json is None:
-                self._json = encode_event(self.event, "json")
-            return self._json
-        if self._text is None:
-            self._text = encode_event(self.event, "text")
-        return self._text
+    def data(self, mode: Wire) -> bytes:
+        try:
+            return self._cache[mode]
+        except KeyError:
+            data = self._cache[mode] = ENCODERS[mode](self.event)
+            return data
 
 
 def message_event(log: Log, msg: StoredMessage, **extra: Any) -> dict[str, Any]:
@@ -85,6 +106,8 @@ def message_event(log: Log, msg: StoredMessage, **extra: Any) -> dict[str, Any]:
         "ts": msg.ts,
         **extra,
     }
+    if msg.json:
+        event["json"] = True
     if log.name.startswith("@"):
         event["to"] = next((m for m in log.members if m != msg.sender), msg.sender)
     return event
@@ -104,18 +127,24 @@ class Log:
     def private(self) -> bool:
         return self.name.startswith("@")
 
+    @property
+    def topic(self) -> bool:
+        """A push topic: no members, anyone allowed may subscribe."""
+        return not self.name.startswith(("#", "@"))
+
 
 class Subscriber(abc.ABC):
     """One logged-in connection as the hub sees it. Fronts implement :meth:`write` and keep
     :attr:`congested` true while their send queue is full, and call :meth:`catch_up` when it
-    drains."""
+    drains. An anonymous subscriber (public push topics only) has ``user == ""``."""
 
-    __slots__ = ("behind_since", "cursors", "hub", "mode", "user")
+    __slots__ = ("behind_since", "cursors", "hub", "mode", "session_id", "user")
 
-    def __init__(self, hub: Hub, user: str, mode: Mode) -> None:
+    def __init__(self, hub: Hub, user: str, mode: Wire) -> None:
         self.hub = hub
         self.user = user
-        self.mode: Mode = mode
+        self.session_id = ""  # the token's id when it logged in with one (for logout)
+        self.mode: Wire = mode
         self.cursors: dict[str, int] = {}  # log -> offset of the last message written
         self.behind_since: float | None = None
 
@@ -128,7 +157,8 @@ class Subscriber(abc.ABC):
 
     @abc.abstractmethod
     def disconnect(self, reason: str) -> None:
-        """Drop the connection now (it stayed behind too long)."""
+        """Close the connection: ``too-slow`` (it stayed behind too long: drop it now),
+        ``kicked`` or ``logged-out`` (tell the peer why, then close)."""
 
     def deliver(self, log: Log, offset: int, message: Encoded) -> None:
         if self.behind_since is not None:
@@ -192,10 +222,12 @@ class Hub:
         self.fell_behind = 0
 
     # -- connections --------------------------------------------------------------------------
-    def attach(self, sub: Subscriber) -> list[Log]:
-        """A connection logged in: subscribe it, live, to every log its user belongs to."""
+    def attach(self, sub: Subscriber, follow: bool = True) -> list[Log]:
+        """A connection logged in: it counts for presence, and with ``follow`` it is
+        subscribed, live, to every log its user belongs to (else it subscribes per log with
+        :meth:`resume`). Logs the user joins later are followed either way."""
         logs = self.logs_of(sub.user)
-        for log in logs:
+        for log in logs if follow else ():
             log.subscribers.add(sub)
             sub.cursors[log.name] = log.head
         conns = self.online.setdefault(sub.user, set())
@@ -221,6 +253,18 @@ class Hub:
 
     def logs_of(self, user: str) -> list[Log]:
         return [log for log in self.logs.values() if user in log.members]
+
+    def kick(self, user: str, reason: str, session_id: str | None = None) -> int:
+        """Close every connection of ``user`` (only those of one session, if given)."""
+        subs = [
+            sub
+            for sub in self.online.get(user, ())
+            if session_id is None or sub.session_id == session_id
+        ]
+        for sub in subs:
+            self.detach(sub)
+            sub.disconnect(reason)
+        return len(subs)
 
     def overdue(self, now: float) -> list[Subscriber]:
         """Subscribers behind for longer than ``behind_timeout``: the front disconnects them."""
@@ -266,7 +310,7 @@ class Hub:
                 "online": sum(1 for m in log.members if m in self.online),
             }
             for log in sorted(self.logs.values(), key=lambda log: log.name)
-            if not log.private
+            if log.name.startswith("#")
         ]
 
     def who(self, room: str) -> list[dict[str, Any]]:
@@ -276,18 +320,31 @@ class Hub:
         return [{"user": m, "online": m in self.online} for m in sorted(log.members)]
 
     # -- messages -----------------------------------------------------------------------------
-    def publish(self, user: str, name: str, text: str) -> int:
-        """Append ``text`` to the log ``name`` and deliver it; returns its offset."""
-        log = self.member_log(user, name)
+    def open_log(self, user: str, name: str) -> Log:
+        """The log ``name`` for reading or writing: a room or conversation ``user`` is a member
+        of, or a push topic (created on first use)."""
+        if name.startswith(("#", "@")):
+            return self.member_log(user, name)
+        log = self.logs.get(name)
+        if log is None:
+            info = self.store.create_log(name)
+            log = self.logs[name] = Log(info.name, info.epoch, info.head)
+        return log
+
+    def publish(self, user: str, name: str, text: str, json: bool = False) -> int:
+        """Append ``text`` to the log ``name`` and deliver it; returns its offset. ``json``
+        marks ``text`` as the JSON encoding of a non-string value."""
+        log = self.open_log(user, name)
         ts = time.time()
-        offset = log.head = self.store.append(name, ts, user, text)
+        offset = log.head = self.store.append(name, ts, user, text, json)
         self.published += 1
-        encoded = Encoded(message_event(log, StoredMessage(name, offset, ts, user, text)))
+        stored = StoredMessage(name, offset, ts, user, text, json)
+        encoded = Encoded(message_event(log, stored))
         for sub in log.subscribers:
             sub.deliver(log, offset, encoded)
         return offset
 
-    def private(self, user: str, to: str, text: str) -> int:
+    def private(self, user: str, to: str, text: str, json: bool = False) -> int:
         to = to.lower()
         if self.store.password_hash(to) is None:
             raise HubError("no-such-user", f"no user {to}")
@@ -300,23 +357,43 @@ class Hub:
                 self.store.add_member(name, member)
                 log.members.add(member)
                 self._follow(log, member)
-        return self.publish(user, name, text)
+        return self.publish(user, name, text, json)
 
-    def history(self, user: str, name: str, count: int) -> list[Encoded]:
-        log = self.member_log(user, name)
+    def history(
+        self, user: str, name: str, count: int, before: int | None = None
+    ) -> tuple[Log, list[Encoded]]:
+        log = self.open_log(user, name)
         count = max(0, min(count, self.limits.history_max))
-        return [Encoded(message_event(log, m, history=True)) for m in self.store.last(name, count)]
+        stored = self.store.last(name, count, before)
+        return log, [Encoded(message_event(log, m, history=True)) for m in stored]
 
-    def resume(self, sub: Subscriber, name: str, after: int, epoch: str | None) -> None:
+    def presence(self, user: str, name: str) -> dict[str, Any]:
+        """Who is in a log: members (rooms, conversations) or subscribers (push topics)."""
+        log = self.open_log(user, name)
+        if log.topic:
+            users = sorted({sub.user for sub in log.subscribers if sub.user})
+            return {"users": [{"user": u, "online": True} for u in users],
+                    "subscribers": len(log.subscribers)}  # fmt: skip
+        return {"users": [{"user": m, "online": m in self.online} for m in sorted(log.members)]}
+
+    def unsubscribe(self, sub: Subscriber, name: str) -> None:
+        """``sub`` stops following ``name`` (membership is unchanged)."""
+        log = self.logs.get(name)
+        if log is not None:
+            log.subscribers.discard(sub)
+        sub.cursors.pop(name, None)
+
+    def resume(self, sub: Subscriber, name: str, after: int, epoch: str | None) -> Log:
         """Replay ``name`` to ``sub`` after offset ``after``, then go on live. A changed epoch
         means the history the client knew is gone: it is told, and replay starts at 0."""
-        log = self.member_log(sub.user, name)
+        log = self.open_log(sub.user, name)
         if epoch is not None and epoch != log.epoch:
             sub.write(Encoded({"type": "lost", "room": name, "epoch": log.epoch}).data(sub.mode))
             after = 0
         sub.cursors[name] = max(0, min(after, log.head))
         log.subscribers.add(sub)
         sub.catch_up()
+        return log
 
     # -- internals ----------------------------------------------------------------------------
     def _follow(self, log: Log, user: str) -> None:

@@ -22,10 +22,11 @@ from ..io.sockets import format_hostport
 from ..io.stats import ServerSnapshot
 from ..io.tls import server_context
 from ..limits import Limits
-from .accounts import Accounts, load_key
+from .accounts import Accounts, load_api_key, load_key
 from .chat import ChatSession
 from .engine import Hub
 from .store import SqliteStore
+from .web import WebFront
 
 log = logging.getLogger("wirekit.hub")
 
@@ -36,6 +37,10 @@ OVERDUE_PERIOD = 1.0
 class HubConfig:
     data_dir: Path = Path("wirekit-data")
     chat: tuple[str, int] | None = ("127.0.0.1", 7000)
+    http: tuple[str, int] | None = ("127.0.0.1", 8080)
+    public_topics: frozenset[str] = frozenset()
+    api_key: str | None = None  # None: the one in DATA/api.key
+    allowed_origins: tuple[str, ...] = ()  # empty: same origin only
     metrics: tuple[str, int] | None = ("127.0.0.1", 9107)
     limits: Limits = field(default_factory=Limits)
     cert: str | None = None
@@ -94,6 +99,13 @@ class HubService:
             coalesce_writes=True,
             before_flush=self.store.commit,
         )
+        self.web = (
+            None
+            if config.http is None
+            else WebFront(self, config.public_topics,
+                          config.api_key or load_api_key(config.data_dir),
+                          config.allowed_origins)
+        )  # fmt: skip
         self.metrics: MetricsServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._overdue: asyncio.TimerHandle | None = None
@@ -109,6 +121,8 @@ class HubService:
         try:
             if cfg.chat is not None:
                 await self.chat.start(*cfg.chat)
+            if self.web is not None and cfg.http is not None:
+                await self.web.start(*cfg.http)
             if cfg.metrics is not None:
                 self.metrics = MetricsServer(
                     lambda conns: [("0", s) for s in self.snapshots(conns)], HubCollector(self.hub)
@@ -120,7 +134,9 @@ class HubService:
         self._check_overdue()
 
     def snapshots(self, connections: bool = False) -> list[ServerSnapshot]:
-        return [self.chat.statistics(connections=connections)] if self.config.chat else []
+        servers = [self.chat] if self.config.chat else []
+        servers += [self.web.server] if self.web is not None else []
+        return [server.statistics(connections=connections) for server in servers]
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a short task (a login) that shutdown waits for or cancels."""
@@ -135,6 +151,8 @@ class HubService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.chat.shutdown(grace)
+        if self.web is not None:
+            await self.web.shutdown(grace)
         if self.metrics is not None:
             await self.metrics.shutdown()
             self.metrics = None
@@ -156,6 +174,8 @@ async def serve_until_stopped(config: HubConfig) -> None:
         if config.chat is not None:
             scheme = "chat+tls" if config.cert else "chat"
             parts.append(f"{scheme}://{format_hostport(*service.chat.address)}")
+        if service.web is not None:
+            parts.append(f"http://{format_hostport(*service.web.server.address)}")
         if service.metrics is not None:
             parts.append(f"metrics {service.metrics.url}")
         log.info("hub serving %s (data in %s)", ", ".join(parts), config.data_dir,

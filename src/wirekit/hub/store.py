@@ -17,7 +17,7 @@ from typing import Protocol
 
 from ..errors import UsageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,7 @@ class StoredMessage:
     ts: float
     sender: str
     text: str
+    json: bool = False  # ``text`` is the JSON encoding of a non-string value
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,20 +48,25 @@ class Store(Protocol):
     def create_log(self, name: str) -> LogInfo:
         """Create the log ``name`` (a new epoch) or return the existing one."""
 
-    def append(self, log: str, ts: float, sender: str, text: str) -> int:
+    def append(self, log: str, ts: float, sender: str, text: str, json: bool = False) -> int:
         """Append one message and return its offset (the previous head + 1)."""
 
     def read(self, log: str, after: int, limit: int) -> list[StoredMessage]:
         """Messages with offset > ``after``, oldest first, at most ``limit``."""
 
-    def last(self, log: str, count: int) -> list[StoredMessage]:
-        """The newest ``count`` messages, oldest first."""
+    def last(self, log: str, count: int, before: int | None = None) -> list[StoredMessage]:
+        """The newest ``count`` messages (older than offset ``before``), oldest first."""
 
     def members(self, log: str) -> list[str]: ...
 
     def add_member(self, log: str, user: str) -> None: ...
 
     def remove_member(self, log: str, user: str) -> None: ...
+
+    def revoke(self, token_id: str, expires: float) -> None:
+        """Refuse the token ``token_id`` from now on (kept until it would expire anyway)."""
+
+    def revoked(self, token_id: str) -> bool: ...
 
     def commit(self) -> None:
         """Make every append so far durable."""
@@ -78,8 +84,19 @@ CREATE TABLE IF NOT EXISTS members (
 CREATE INDEX IF NOT EXISTS members_by_user ON members (user);
 CREATE TABLE IF NOT EXISTS messages (
     log TEXT NOT NULL, offset INTEGER NOT NULL, ts REAL NOT NULL, sender TEXT NOT NULL,
-    text TEXT NOT NULL, PRIMARY KEY (log, offset)) WITHOUT ROWID;
+    text TEXT NOT NULL, json INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (log, offset))
+    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS revoked (
+    id TEXT PRIMARY KEY, expires REAL NOT NULL) WITHOUT ROWID;
 """
+_MIGRATIONS = {1: "ALTER TABLE messages ADD COLUMN json INTEGER NOT NULL DEFAULT 0"}
+
+
+_COLUMNS = "log, offset, ts, sender, text, json"
+
+
+def _message(row: tuple[str, int, float, str, str, int]) -> StoredMessage:
+    return StoredMessage(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
 
 
 class SqliteStore:
@@ -105,6 +122,8 @@ class SqliteStore:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise UsageError(f"{path}/hub.db is from a newer wirekit (schema {version})")
+        if version in _MIGRATIONS:
+            db.execute(_MIGRATIONS[version])
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
@@ -130,7 +149,7 @@ class SqliteStore:
         row = self._db.execute("SELECT name, epoch, head FROM logs WHERE name = ?", (name,))
         return LogInfo(*row.fetchone())
 
-    def append(self, log: str, ts: float, sender: str, text: str) -> int:
+    def append(self, log: str, ts: float, sender: str, text: str, json: bool = False) -> int:
         db = self._db
         if not self._in_transaction:
             db.execute("BEGIN IMMEDIATE")
@@ -142,7 +161,8 @@ class SqliteStore:
                 "UPDATE logs SET head = head + 1 WHERE name = ? RETURNING head", (log,)
             ).fetchone()
             db.execute(
-                "INSERT INTO messages VALUES (?, ?, ?, ?, ?)", (log, offset, ts, sender, text)
+                "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)",
+                (log, offset, ts, sender, text, json),
             )
         except BaseException:
             db.execute("ROLLBACK")
@@ -160,19 +180,18 @@ class SqliteStore:
 
     def read(self, log: str, after: int, limit: int) -> list[StoredMessage]:
         rows = self._db.execute(
-            "SELECT log, offset, ts, sender, text FROM messages"
-            " WHERE log = ? AND offset > ? ORDER BY offset LIMIT ?",
+            f"SELECT {_COLUMNS} FROM messages WHERE log = ? AND offset > ? ORDER BY offset LIMIT ?",
             (log, after, limit),
         )
-        return [StoredMessage(*row) for row in rows]
+        return [_message(row) for row in rows]
 
-    def last(self, log: str, count: int) -> list[StoredMessage]:
+    def last(self, log: str, count: int, before: int | None = None) -> list[StoredMessage]:
         rows = self._db.execute(
-            "SELECT log, offset, ts, sender, text FROM messages"
-            " WHERE log = ? ORDER BY offset DESC LIMIT ?",
-            (log, count),
+            f"SELECT {_COLUMNS} FROM messages WHERE log = ? AND offset < ?"
+            " ORDER BY offset DESC LIMIT ?",
+            (log, (1 << 62) if before is None else before, count),
         ).fetchall()
-        return [StoredMessage(*row) for row in reversed(rows)]
+        return [_message(row) for row in reversed(rows)]
 
     def members(self, log: str) -> list[str]:
         rows = self._db.execute("SELECT user FROM members WHERE log = ? ORDER BY user", (log,))
@@ -183,6 +202,15 @@ class SqliteStore:
 
     def remove_member(self, log: str, user: str) -> None:
         self._db.execute("DELETE FROM members WHERE log = ? AND user = ?", (log, user))
+
+    def revoke(self, token_id: str, expires: float) -> None:
+        db = self._db
+        db.execute("DELETE FROM revoked WHERE expires < ?", (time.time(),))
+        db.execute("INSERT OR REPLACE INTO revoked VALUES (?, ?)", (token_id, expires))
+
+    def revoked(self, token_id: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM revoked WHERE id = ?", (token_id,)).fetchone()
+        return row is not None
 
     def close(self) -> None:
         self.commit()

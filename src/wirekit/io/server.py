@@ -205,6 +205,11 @@ class Connection(asyncio.Protocol):
     def server(self) -> TcpServer:
         return self._server
 
+    def replace_handler(self, handler: Handler) -> None:
+        """Hand the connection to another handler (a protocol upgrade); it gets what follows."""
+        self._handler = handler
+        self._on_frame = handler.frame_received
+
     def send(self, frame: bytes) -> None:
         """Frame ``frame`` per the server's framing and write it. Never blocks."""
         transport = self.transport

@@ -17,11 +17,12 @@ from typing import cast
 
 from ..errors import UsageError
 from ..io.hrtimer import HighResTimer
+from ..proto.ws import PONG, TEXT, Close, FrameParser, Message, Ping, Violation, client_frame
 from .engine import connect_error_kind
 from .raw import RawTarget
 from .recorder import Recorder, clamp_us
 from .schedule import NS, Schedule, Step
-from .ws import FrameError, FrameReader, client_frame, handshake, upgrade_response
+from .ws import MAX_FRAME, FrameError, frame_error_kind, handshake, upgrade_response
 
 MARKER = re.compile(rb"wk-(\d{6,20})-wk")
 SETTLE = 0.3  # seconds between the last subscription and the first publication
@@ -37,7 +38,7 @@ class FanoutSocket(asyncio.Protocol):
         request, self._accept = handshake(run.target.host_header, run.target.path)
         self._request = request
         self._buf = bytearray()
-        self._reader = FrameReader()
+        self._reader = FrameParser(server=False, max_message=MAX_FRAME)
         self.upgraded: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
 
@@ -65,19 +66,27 @@ class FanoutSocket(asyncio.Protocol):
                 if not accepted:
                     return
                 data, self._buf = bytes(self._buf), bytearray()
-            frames = self._reader.feed(data)
         except FrameError as exc:
-            rec.failure(exc.kind, now)
-            assert self.transport is not None
-            self.transport.abort()
+            self._fail(exc.kind, now)
             return
-        for opcode, _, payload in frames:
-            if opcode == 0x9:
-                self.send(0xA, payload)
-            elif opcode in (0x0, 0x1, 0x2) and self.subscriber:
-                for match in MARKER.finditer(payload):
-                    sent = int(match[1])
-                    rec.response(sent, sent, now, None)
+        for event in self._reader.receive_data(data):
+            if type(event) is Message:
+                if self.subscriber:
+                    for match in MARKER.finditer(event.data):
+                        sent = int(match[1])
+                        rec.response(sent, sent, now, None)
+            elif type(event) is Ping:
+                self.send(PONG, event.payload)
+            elif type(event) is Violation:
+                self._fail(frame_error_kind(event), now)
+                return
+            elif type(event) is Close:
+                return  # connection_lost counts it
+
+    def _fail(self, kind: str, now: int) -> None:
+        self.run.recorder.failure(kind, now)
+        assert self.transport is not None
+        self.transport.abort()
 
     def send(self, opcode: int, payload: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -135,7 +144,7 @@ class FanoutRun:
         live = [s for s in subs if s is not None]
         if self.subscribe is not None:
             for sock in live:
-                sock.send(0x1, self.subscribe)
+                sock.send(TEXT, self.subscribe)
         publisher = await self._connect(False)
         rec = self.recorder
         if publisher is None or not live:
@@ -170,7 +179,7 @@ class FanoutRun:
                 due = schedule.next
                 schedule.advance()
                 rec.lag.record(clamp_us(now - due))
-                publisher.send(0x1, template.replace(b"${ts}", b"wk-%d-wk" % perf_counter_ns()))
+                publisher.send(TEXT, template.replace(b"${ts}", b"wk-%d-wk" % perf_counter_ns()))
                 count += 1
                 rec.sent += 1
             if schedule.next is None:

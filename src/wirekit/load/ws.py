@@ -10,40 +10,36 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import os
-import struct
 from collections import deque
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, cast
 
+from ..proto.ws import (
+    PONG,
+    TEXT,
+    TOO_BIG,
+    Close,
+    FrameParser,
+    Message,
+    Ping,
+    Violation,
+    accept_key,
+    client_frame,
+)  # fmt: skip
+
 if TYPE_CHECKING:
     from .engine import Engine
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 MASKED_POOL = 256
 MAX_FRAME = 16 << 20
 MAX_HANDSHAKE = 16 << 10
 
 
-def client_frame(opcode: int, payload: bytes) -> bytes:
-    """One final, masked frame (clients must mask), with a fresh random key."""
-    key = os.urandom(4)
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-    elif n < 1 << 16:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return head + key + masked
-
-
 def handshake(host_header: str, path: str) -> tuple[bytes, bytes]:
     """The upgrade request and the ``Sec-WebSocket-Accept`` value that must come back."""
     key = base64.b64encode(os.urandom(16))
-    accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+    accept = accept_key(key)
     request = (
         f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUpgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
@@ -60,42 +56,8 @@ class FrameError(Exception):
         self.kind = kind
 
 
-class FrameReader:
-    """Server-to-client frames, sans-I/O: bytes in, ``(opcode, final, payload)`` out."""
-
-    __slots__ = ("buf",)
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-
-    @property
-    def partial(self) -> bool:
-        return bool(self.buf)
-
-    def feed(self, data: bytes) -> list[tuple[int, bool, bytes]]:
-        buf = self.buf
-        buf += data
-        frames = []
-        while len(buf) >= 2:
-            first, second = buf[0], buf[1]
-            if second & 0x80:  # servers must not mask
-                raise FrameError("malformed-response")
-            size, start = second & 0x7F, 2
-            if size == 126:
-                if len(buf) < 4:
-                    break
-                size, start = struct.unpack_from("!H", buf, 2)[0], 4
-            elif size == 127:
-                if len(buf) < 10:
-                    break
-                size, start = struct.unpack_from("!Q", buf, 2)[0], 10
-            if size > MAX_FRAME:
-                raise FrameError("frame-too-large")
-            if len(buf) < start + size:
-                break
-            frames.append((first & 0x0F, bool(first & 0x80), bytes(buf[start : start + size])))
-            del buf[: start + size]
-        return frames
+def frame_error_kind(violation: Violation) -> str:
+    return "frame-too-large" if violation.code == TOO_BIG else "malformed-response"
 
 
 def upgrade_response(buf: bytearray, accept: bytes) -> bool | None:
@@ -130,11 +92,11 @@ class WsConnection(asyncio.Protocol):
         self._engine = engine
         self._recorder = engine.recorder
         request, self._accept = handshake(host_header, path)
-        self._frames = [client_frame(0x1, payload) for _ in range(MASKED_POOL)]
+        self._frames = [client_frame(TEXT, payload) for _ in range(MASKED_POOL)]
         self._next = 0
         self._buf = bytearray(request)  # sent on connection_made, then reused for input
         self._upgraded = False
-        self._reader = FrameReader()
+        self._reader = FrameParser(server=False, max_message=MAX_FRAME)
         self.inflight: deque[tuple[int, int]] = deque()
         self.partial = False
         self.transport: asyncio.Transport | None = None
@@ -162,29 +124,27 @@ class WsConnection(asyncio.Protocol):
                 self._upgraded = True
                 self._engine.ready(self)
                 data, self._buf = bytes(self._buf), bytearray()
-            frames = self._reader.feed(data)
         except FrameError as exc:
             self._engine.broken(self, exc.kind)
             return
+        events = self._reader.receive_data(data)
         self.partial = self._reader.partial
-        for opcode, final, payload in frames:
-            if opcode == 0x9:  # ping -> pong
-                assert self.transport is not None
-                self.transport.write(client_frame(0xA, payload))
-            elif opcode == 0x8:
-                self._engine.broken(self, "closed-by-server")
-                return
-            elif opcode in (0x0, 0x1, 0x2):
-                if not final:
-                    continue  # a fragment: the message completes with its final frame
+        for event in events:
+            if type(event) is Message:
                 if not self.inflight:
                     self._engine.broken(self, "unsolicited-response")
                     return
                 intended, sent = self.inflight.popleft()
                 self._recorder.response(intended, sent, now, None)
                 self._engine.completed(self, True)
-            elif opcode != 0xA:
-                self._engine.broken(self, "malformed-response")
+            elif type(event) is Ping:
+                assert self.transport is not None
+                self.transport.write(client_frame(PONG, event.payload))
+            elif type(event) is Close:
+                self._engine.broken(self, "closed-by-server")
+                return
+            elif type(event) is Violation:
+                self._engine.broken(self, frame_error_kind(event))
                 return
 
     def send(self, intended: int) -> bool:

@@ -1,0 +1,504 @@
+"""The HTTP front of ``wirekit serve --http``: the page, WebSocket, SSE and the HTTP API.
+
+One :class:`TcpServer` owns every connection (limits, statistics, coalesced writes). The first
+request on a connection decides what it becomes:
+
+- ``GET /ws`` with an upgrade: the handshake is answered here and the connection's handler
+  becomes a :class:`~wirekit.hub.ws.WsSession` -- no aiohttp, no Task per connection;
+- anything else: the connection is handed to aiohttp (its ``RequestHandler`` protocol is fed
+  the bytes read so far and everything after), which serves the page, ``/sse`` and ``/api``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from ..io.server import Connection, Handler, TcpServer
+from ..proto import ws
+from .accounts import AuthError, Session
+from .engine import API_SENDER, HubError, Subscriber, check_topic
+from .ws import WsSession
+
+if TYPE_CHECKING:
+    from .service import HubService
+
+log = logging.getLogger("wirekit.hub.web")
+
+MAX_HEAD = 16 * 1024  # bytes of the first request's head, read before it is routed
+MAX_API_BODY = 64 * 1024
+PAGE_FILES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}
+CSP = (
+    "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; "
+    "script-src 'self'; frame-ancestors 'none'"
+)
+AUTH_STATUS = {"bad-login": 401, "bad-token": 401, "token-expired": 401, "name-taken": 409,
+               "bad-username": 422, "bad-password": 422, "rate-limited": 429}  # fmt: skip
+HUB_STATUS = {"not-a-member": 403, "no-such-room": 404, "no-such-user": 404, "not-public": 401}
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    method: str
+    target: str
+    headers: dict[str, str]  # lowercased names; repeated headers joined with ", "
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.target).path
+
+    def query(self) -> dict[str, list[str]]:
+        return parse_qs(urlsplit(self.target).query)
+
+
+def parse_head(raw: bytes) -> Head | None:
+    """The request line and headers (without the blank line); ``None`` if malformed."""
+    try:
+        lines = raw.decode("latin-1").split("\r\n")
+        method, target, version = lines[0].split(" ")
+    except ValueError:
+        return None
+    if not version.startswith("HTTP/1."):
+        return None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            return None
+        key = name.lower()
+        value = value.strip()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return Head(method, target, headers)
+
+
+def raw_problem(status: int, title: str, code: str, detail: str, **headers: str) -> bytes:
+    body = orjson.dumps({"type": "about:blank", "title": title, "status": status,
+                         "detail": detail, "code": code})  # fmt: skip
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return (
+        f"HTTP/1.1 {status} {title}\r\nContent-Type: application/problem+json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n"
+    ).encode() + body
+
+
+def bearer(headers: Any) -> str | None:
+    value = str(headers.get("authorization", ""))
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class HttpSniffer(Handler):
+    """Reads the first request's head and routes the connection (see the module doc)."""
+
+    __slots__ = ("_buf", "front")
+
+    def __init__(self, conn: Connection, front: WebFront) -> None:
+        super().__init__(conn)
+        self.front = front
+        self._buf = b""
+
+    def frame_received(self, frame: bytes) -> None:
+        buf = self._buf = self._buf + frame
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > MAX_HEAD:
+                self._refuse(431, "Request Header Fields Too Large", "head-too-large",
+                             f"request head longer than {MAX_HEAD} bytes")  # fmt: skip
+            return
+        head = parse_head(buf[:end])
+        if head is not None and head.path == "/ws":
+            self._upgrade(head, buf[end + 4 :])
+        else:
+            self._hand_to_aiohttp(buf)
+
+    def _hand_to_aiohttp(self, data: bytes) -> None:
+        transport = self.conn.transport
+        server = self.front.runner.server
+        if transport is None or transport.is_closing() or server is None:
+            return
+        proto = server()
+        self.conn.replace_handler(AiohttpBridge(self.conn, proto))
+        proto.connection_made(transport)
+        proto.data_received(data)
+
+    def _upgrade(self, head: Head, rest: bytes) -> None:
+        h = head.headers
+        if head.method != "GET" or h.get("upgrade", "").lower() != "websocket" or \
+                "upgrade" not in h.get("connection", "").lower():  # fmt: skip
+            self._refuse(400, "Bad Request", "not-websocket", "/ws takes a WebSocket upgrade")
+            return
+        if h.get("sec-websocket-version") != "13":
+            self._refuse(426, "Upgrade Required", "ws-version", "only WebSocket version 13",
+                         **{"Sec-WebSocket-Version": "13"})  # fmt: skip
+            return
+        key = h.get("sec-websocket-key", "")
+        if not ws.valid_key(key):
+            self._refuse(400, "Bad Request", "ws-key", "missing or malformed Sec-WebSocket-Key")
+            return
+        origin = h.get("origin")
+        if origin is not None and not self.front.origin_allowed(origin, h.get("host", "")):
+            self._refuse(403, "Forbidden", "origin", f"origin {origin} is not allowed")
+            return
+        query = head.query()
+        token = query["token"][0] if "token" in query else bearer(h)
+        session = None
+        if token is not None:
+            try:
+                session = self.front.service.accounts.session(token)
+            except AuthError as exc:
+                self._refuse(401, "Unauthorized", exc.code, str(exc))
+                return
+        try:
+            topics = [check_topic(t) for t in query.get("topic", [])]
+        except HubError as exc:
+            self._refuse(400, "Bad Request", exc.code, str(exc))
+            return
+        hidden = [
+            t for t in topics if t.startswith(("#", "@")) or t not in self.front.public_topics
+        ]
+        if hidden and session is None:
+            self._refuse(403, "Forbidden", "not-public", f"{hidden[0]} is not a public topic")
+            return
+        self.conn.send(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + ws.accept_key(key.encode()) + b"\r\n\r\n"
+        )
+        session_handler = WsSession(self.conn, self.front)
+        self.conn.replace_handler(session_handler)
+        try:
+            session_handler.start(session, topics)
+        except HubError as exc:  # a topic the user may not read: tell it, keep the socket
+            self.conn.send(ws.close_frame(ws.POLICY, str(exc)[:120]))
+            self.conn.close(exc.code)
+            return
+        if rest:
+            session_handler.frame_received(rest)
+
+    def _refuse(self, status: int, title: str, code: str, detail: str, **headers: str) -> None:
+        self.front.errors[code] += 1
+        self.conn.send(raw_problem(status, title, code, detail, **headers))
+        self.conn.close(code)
+
+
+class AiohttpBridge(Handler):
+    """Feeds a connection's bytes and flow control to aiohttp's protocol."""
+
+    __slots__ = ("proto",)
+
+    def __init__(self, conn: Connection, proto: RequestHandler) -> None:
+        super().__init__(conn)
+        self.proto = proto
+
+    def frame_received(self, frame: bytes) -> None:
+        self.proto.data_received(frame)
+
+    def connection_lost(self, reason: str) -> None:
+        self.proto.connection_lost(None)
+
+    def writing_paused(self) -> None:
+        self.proto.pause_writing()
+
+    def writing_resumed(self) -> None:
+        self.proto.resume_writing()
+
+
+class SseSubscriber(Subscriber):
+    """One ``/sse`` stream: the hub writes events into a queue that its request task drains."""
+
+    __slots__ = ("chunks", "queued", "ready", "send_queue")
+
+    def __init__(self, service: HubService, user: str) -> None:
+        super().__init__(service.hub, user, "sse")
+        self.chunks: list[bytes] = []
+        self.queued = 0
+        self.send_queue = service.hub.limits.write_buffer_high
+        self.ready = asyncio.Event()
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.queued += len(data)
+        self.ready.set()
+
+    @property
+    def congested(self) -> bool:
+        return self.queued >= self.send_queue
+
+    def disconnect(self, reason: str) -> None:
+        self.chunks.append(b": closed: " + reason.encode() + b"\n\n")
+        self.chunks.append(b"")  # the end marker
+        self.ready.set()
+
+
+class WebFront:
+    def __init__(
+        self,
+        service: HubService,
+        public_topics: frozenset[str],
+        api_key: str,
+        allowed_origins: tuple[str, ...],
+    ) -> None:
+        self.service = service
+        self.public_topics = public_topics
+        self.api_key = api_key
+        self.allowed_origins = allowed_origins
+        self.sessions: set[WsSession] = set()
+        self.server = TcpServer(
+            lambda conn: HttpSniffer(conn, self),
+            name="http",
+            limits=service.config.limits,
+            coalesce_writes=True,
+            before_flush=service.store.commit,
+        )
+        self.runner = web.AppRunner(
+            self._app(), handle_signals=False, access_log=None, handler_cancellation=True
+        )
+        self._heartbeat: asyncio.TimerHandle | None = None
+
+    @property
+    def errors(self) -> Counter[str]:
+        return self.server.stats.errors
+
+    def origin_allowed(self, origin: str, host: str) -> bool:
+        if "*" in self.allowed_origins or origin in self.allowed_origins:
+            return True
+        parts = urlsplit(origin)
+        return not self.allowed_origins and parts.scheme in ("http", "https") and \
+            parts.netloc == host  # fmt: skip
+
+    async def start(self, host: str, port: int) -> None:
+        await self.runner.setup()
+        await self.server.start(host, port)
+        self._beat()
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        for session in list(self.sessions):
+            session.close(ws.GOING_AWAY, "server shutting down", "shutdown")
+        await self.runner.cleanup()
+        await self.server.shutdown(grace)
+
+    def _beat(self) -> None:
+        limits = self.service.hub.limits
+        now = self.service.hub.clock()
+        for session in list(self.sessions):
+            session.heartbeat(now)
+        period = max(0.05, min(limits.ws_ping_interval, limits.ws_timeout) / 4)
+        self._heartbeat = asyncio.get_running_loop().call_later(period, self._beat)
+
+    # -- the aiohttp side -------------------------------------------------------------------------
+    def _app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_API_BODY, middlewares=[problems])
+        page = resources.files("wirekit.hub") / "static"
+        self._page = {name: page.joinpath(name).read_bytes() for name in PAGE_FILES}
+        app.router.add_get("/", self._index)
+        app.router.add_get("/static/{name}", self._static)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/ws", self._late_upgrade)
+        app.router.add_get("/sse", self._sse)
+        app.router.add_post("/api/users", self._register)
+        app.router.add_post("/api/login", self._login)
+        app.router.add_post("/api/logout", self._logout)
+        app.router.add_post("/api/publish", self._publish)
+        app.router.add_post("/api/kick", self._kick)
+        return app
+
+    def _file(self, name: str) -> web.Response:
+        return web.Response(
+            body=self._page[name],
+            content_type=PAGE_FILES[name],
+            charset="utf-8",
+            headers={"Cache-Control": "no-cache", "Content-Security-Policy": CSP,
+                     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"},
+        )  # fmt: skip
+
+    async def _index(self, request: web.Request) -> web.Response:
+        return self._file("index.html")
+
+    async def _static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in PAGE_FILES or name == "index.html":
+            return problem(404, "not-found", f"no file {name}")
+        return self._file(name)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _late_upgrade(self, request: web.Request) -> web.Response:
+        return problem(400, "ws-first-request", "a WebSocket upgrade must be the first request "
+                       "on its connection; open a new one")  # fmt: skip
+
+    async def _register(self, request: web.Request) -> web.Response:
+        body = await json_body(request, "user", "password")
+        accounts = self.service.accounts
+        try:
+            user, token = await accounts.register(body["user"], body["password"], address(request))
+        except AuthError as exc:
+            return problem(AUTH_STATUS.get(exc.code, 400), exc.code, str(exc))
+        return web.json_response({"user": user, "token": token}, status=201)
+
+    async def _login(self, request: web.Request) -> web.Response:
+        body = await json_body(request, "user", "password")
+        accounts = self.service.accounts
+        try:
+            user, token = await accounts.login(body["user"], body["password"], address(request))
+        except AuthError as exc:
+            return problem(AUTH_STATUS.get(exc.code, 400), exc.code, str(exc))
+        return web.json_response({"user": user, "token": token})
+
+    async def _logout(self, request: web.Request) -> web.Response:
+        session = self._session(request)
+        self.service.accounts.revoke(session)
+        self.service.hub.kick(session.user, "logged-out", session.id)
+        return web.Response(status=204)
+
+    async def _publish(self, request: web.Request) -> web.Response:
+        self._require_api_key(request)
+        body = await json_body(request, "topic", "data", text_fields=("topic",))
+        try:
+            name = check_topic(body["topic"])
+            if name.startswith(("#", "@")):
+                raise HubError("bad-topic", "the API publishes into push topics, not rooms")
+        except HubError as exc:
+            return problem(422, exc.code, str(exc))
+        data = body["data"]
+        is_json = not isinstance(data, str)
+        text = orjson.dumps(data).decode() if is_json else data
+        offset = self.service.hub.publish(API_SENDER, name, text, is_json)
+        return web.json_response({"topic": name, "offset": offset})
+
+    async def _kick(self, request: web.Request) -> web.Response:
+        self._require_api_key(request)
+        user = str((await json_body(request, "user"))["user"]).lower()
+        closed = self.service.hub.kick(user, "kicked")
+        return web.json_response({"user": user, "closed": closed})
+
+    async def _sse(self, request: web.Request) -> web.StreamResponse:
+        topics = request.query.getall("topic", [])
+        if len(topics) != 1:
+            return problem(400, "usage", "give exactly one ?topic=")
+        try:
+            name = check_topic(topics[0])
+        except HubError as exc:
+            return problem(400, exc.code, str(exc))
+        token = request.query.get("token") or bearer(request.headers)
+        user = ""
+        if token is not None or name.startswith(("#", "@")) or name not in self.public_topics:
+            user = self._session(request, token).user
+        since = request.headers.get("Last-Event-ID") or request.query.get("since")
+        if since is not None and not since.isdigit():
+            return problem(400, "usage", "Last-Event-ID and since are offsets: integers >= 0")
+        hub = self.service.hub
+        sub = SseSubscriber(self.service, user)
+        try:
+            log_ = hub.open_log(user, name)
+        except HubError as exc:
+            return problem(HUB_STATUS.get(exc.code, 400), exc.code, str(exc))
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no"})  # fmt: skip
+        await response.prepare(request)
+        hello = {"topic": name, "head": log_.head, "epoch": log_.epoch}
+        await response.write(b"event: hello\ndata: " + orjson.dumps(hello) + b"\n\n")
+        hub.resume(sub, name, log_.head if since is None else int(since), None)
+        try:
+            await self._stream(sub, response)
+        finally:
+            hub.unsubscribe(sub, name)
+        return response
+
+    async def _stream(self, sub: SseSubscriber, response: web.StreamResponse) -> None:
+        keepalive = self.service.hub.limits.ws_ping_interval
+        while True:
+            try:
+                async with asyncio.timeout(keepalive):
+                    await sub.ready.wait()
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            sub.ready.clear()
+            chunks, sub.chunks, sub.queued = sub.chunks, [], 0
+            if chunks and chunks[-1] == b"":
+                await response.write(b"".join(chunks))
+                return
+            await response.write(b"".join(chunks))
+            if sub.behind_since is not None:
+                sub.catch_up()
+
+    def _session(self, request: web.Request, token: str | None = None) -> Session:
+        token = token or bearer(request.headers)
+        if token is None:
+            raise Problem(401, "login-required", "send Authorization: Bearer TOKEN")
+        try:
+            return self.service.accounts.session(token)
+        except AuthError as exc:
+            raise Problem(401, exc.code, str(exc)) from None
+
+    def _require_api_key(self, request: web.Request) -> None:
+        given = request.headers.get("X-Api-Key") or bearer(request.headers) or ""
+        if not hmac.compare_digest(given.encode(), self.api_key.encode()):
+            raise Problem(401, "bad-api-key", "send the API key as X-Api-Key")
+
+
+def address(request: web.Request) -> str:
+    return str(request.remote or "?")
+
+
+def problem(status: int, code: str, detail: str) -> web.Response:
+    """An RFC 9457 problem+json response."""
+    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status,
+            "detail": detail, "code": code}  # fmt: skip
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/problem+json"
+    )
+
+
+class Problem(Exception):
+    """Raised by a handler: answered as problem+json by the ``problems`` middleware."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+
+
+@web.middleware
+async def problems(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except Problem as exc:
+        return problem(exc.status, exc.code, str(exc))
+
+
+async def json_body(
+    request: web.Request, *fields: str, text_fields: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """The request's JSON object, with ``fields`` present (strings unless listed apart)."""
+    if request.content_type != "application/json":
+        raise Problem(415, "content-type", "send Content-Type: application/json")
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise Problem(400, "bad-json", "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise Problem(422, "usage", "the body must be a JSON object")
+    strings = fields if text_fields is None else text_fields
+    for name in fields:
+        if name not in body or (name in strings and not isinstance(body[name], str)):
+            raise Problem(422, "usage", f"the body needs {name!r} (a string)"
+                                if name in strings else f"the body needs {name!r}")  # fmt: skip
+    return body
