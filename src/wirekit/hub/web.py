@@ -16,10 +16,10 @@ import hmac
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -83,13 +83,38 @@ def parse_head(raw: bytes) -> Head | None:
     return Head(method, target, headers)
 
 
-def raw_problem(status: int, title: str, code: str, detail: str, **headers: str) -> bytes:
-    body = orjson.dumps({"type": "about:blank", "title": title, "status": status,
-                         "detail": detail, "code": code})  # fmt: skip
-    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A WebSocket handshake the server turns down."""
+
+    status: int
+    code: str
+    detail: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """A WebSocket handshake the server accepts."""
+
+    key: str
+    session: Session | None
+    topics: list[str]
+
+
+def problem_body(status: int, code: str, detail: str) -> bytes:
+    """An RFC 9457 problem document."""
+    return orjson.dumps({"type": "about:blank", "title": HTTPStatus(status).phrase,
+                         "status": status, "detail": detail, "code": code})  # fmt: skip
+
+
+def raw_problem(refusal: Refusal) -> bytes:
+    body = problem_body(refusal.status, refusal.code, refusal.detail)
+    extra = "".join(f"{k}: {v}\r\n" for k, v in refusal.headers.items())
     return (
-        f"HTTP/1.1 {status} {title}\r\nContent-Type: application/problem+json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n"
+        f"HTTP/1.1 {refusal.status} {HTTPStatus(refusal.status).phrase}\r\n"
+        f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n"
+        f"Connection: close\r\n{extra}\r\n"
     ).encode() + body
 
 
@@ -114,8 +139,12 @@ class HttpSniffer(Handler):
         end = buf.find(b"\r\n\r\n")
         if end < 0:
             if len(buf) > MAX_HEAD:
-                self._refuse(431, "Request Header Fields Too Large", "head-too-large",
-                             f"request head longer than {MAX_HEAD} bytes")  # fmt: skip
+                refusal = Refusal(
+                    431, "head-too-large", f"request head longer than {MAX_HEAD} bytes"
+                )
+                self.front.errors[refusal.code] += 1
+                self.conn.send(raw_problem(refusal))
+                self.conn.close(refusal.code)
             return
         head = parse_head(buf[:end])
         if head is not None and head.path == "/ws":
@@ -134,62 +163,15 @@ class HttpSniffer(Handler):
         proto.data_received(data)
 
     def _upgrade(self, head: Head, rest: bytes) -> None:
-        h = head.headers
-        if head.method != "GET" or h.get("upgrade", "").lower() != "websocket" or \
-                "upgrade" not in h.get("connection", "").lower():  # fmt: skip
-            self._refuse(400, "Bad Request", "not-websocket", "/ws takes a WebSocket upgrade")
+        outcome = self.front.check_upgrade(head)
+        if isinstance(outcome, Refusal):
+            self.front.errors[outcome.code] += 1
+            self.conn.send(raw_problem(outcome))
+            self.conn.close(outcome.code)
             return
-        if h.get("sec-websocket-version") != "13":
-            self._refuse(426, "Upgrade Required", "ws-version", "only WebSocket version 13",
-                         **{"Sec-WebSocket-Version": "13"})  # fmt: skip
-            return
-        key = h.get("sec-websocket-key", "")
-        if not ws.valid_key(key):
-            self._refuse(400, "Bad Request", "ws-key", "missing or malformed Sec-WebSocket-Key")
-            return
-        origin = h.get("origin")
-        if origin is not None and not self.front.origin_allowed(origin, h.get("host", "")):
-            self._refuse(403, "Forbidden", "origin", f"origin {origin} is not allowed")
-            return
-        query = head.query()
-        token = query["token"][0] if "token" in query else bearer(h)
-        session = None
-        if token is not None:
-            try:
-                session = self.front.service.accounts.session(token)
-            except AuthError as exc:
-                self._refuse(401, "Unauthorized", exc.code, str(exc))
-                return
-        try:
-            topics = [check_topic(t) for t in query.get("topic", [])]
-        except HubError as exc:
-            self._refuse(400, "Bad Request", exc.code, str(exc))
-            return
-        hidden = [
-            t for t in topics if t.startswith(("#", "@")) or t not in self.front.public_topics
-        ]
-        if hidden and session is None:
-            self._refuse(403, "Forbidden", "not-public", f"{hidden[0]} is not a public topic")
-            return
-        self.conn.send(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + ws.accept_key(key.encode()) + b"\r\n\r\n"
-        )
-        session_handler = WsSession(self.conn, self.front)
-        self.conn.replace_handler(session_handler)
-        try:
-            session_handler.start(session, topics)
-        except HubError as exc:  # a topic the user may not read: tell it, keep the socket
-            self.conn.send(ws.close_frame(ws.POLICY, str(exc)[:120]))
-            self.conn.close(exc.code)
-            return
-        if rest:
-            session_handler.frame_received(rest)
-
-    def _refuse(self, status: int, title: str, code: str, detail: str, **headers: str) -> None:
-        self.front.errors[code] += 1
-        self.conn.send(raw_problem(status, title, code, detail, **headers))
-        self.conn.close(code)
+        session = self.front.accept(self.conn, outcome)
+        if session is not None and rest:
+            session.frame_received(rest)
 
 
 class AiohttpBridge(Handler):
@@ -277,6 +259,54 @@ class WebFront:
         return not self.allowed_origins and parts.scheme in ("http", "https") and \
             parts.netloc == host  # fmt: skip
 
+    def check_upgrade(self, head: Head) -> Upgrade | Refusal:
+        h = head.headers
+        if head.method != "GET" or h.get("upgrade", "").lower() != "websocket" or \
+                "upgrade" not in h.get("connection", "").lower():  # fmt: skip
+            return Refusal(400, "not-websocket", "/ws takes a WebSocket upgrade")
+        if h.get("sec-websocket-version") != "13":
+            return Refusal(426, "ws-version", "only WebSocket version 13",
+                           {"Sec-WebSocket-Version": "13"})  # fmt: skip
+        key = h.get("sec-websocket-key", "")
+        if not ws.valid_key(key):
+            return Refusal(400, "ws-key", "missing or malformed Sec-WebSocket-Key")
+        origin = h.get("origin")
+        if origin is not None and not self.origin_allowed(origin, h.get("host", "")):
+            return Refusal(403, "origin", f"origin {origin} is not allowed")
+        query = head.query()
+        token = query["token"][0] if "token" in query else bearer(h)
+        session = None
+        if token is not None:
+            try:
+                session = self.service.accounts.session(token)
+            except AuthError as exc:
+                return Refusal(401, exc.code, str(exc))
+        try:
+            topics = [check_topic(t) for t in query.get("topic", [])]
+        except HubError as exc:
+            return Refusal(400, exc.code, str(exc))
+        hidden = [t for t in topics if t.startswith(("#", "@")) or t not in self.public_topics]
+        if hidden and session is None:
+            return Refusal(403, "not-public", f"{hidden[0]} is not a public topic")
+        return Upgrade(key, session, topics)
+
+    def accept(
+        self, conn: Connection, upgrade: Upgrade, after_lost: Callable[[], None] | None = None
+    ) -> WsSession | None:
+        """Answer 101 and make ``conn`` a WebSocket session."""
+        conn.send(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + ws.accept_key(upgrade.key.encode()) + b"\r\n\r\n"
+        )
+        session = WsSession(conn, self, after_lost)
+        conn.replace_handler(session)
+        try:
+            session.start(upgrade.session, upgrade.topics)
+        except HubError as exc:  # a topic the user may not read
+            session.close(ws.POLICY, str(exc)[:120], exc.code)
+            return None
+        return session
+
     async def start(self, host: str, port: int) -> None:
         await self.runner.setup()
         await self.server.start(host, port)
@@ -336,9 +366,25 @@ class WebFront:
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    async def _late_upgrade(self, request: web.Request) -> web.Response:
-        return problem(400, "ws-first-request", "a WebSocket upgrade must be the first request "
-                       "on its connection; open a new one")  # fmt: skip
+    async def _late_upgrade(self, request: web.Request) -> web.StreamResponse:
+        """An upgrade on a connection aiohttp already serves (a client's keep-alive pool): the
+        connection leaves aiohttp for a :class:`WsSession`, and this request's task waits,
+        holding aiohttp off, until the connection closes (aiohttp then cancels it)."""
+        headers: dict[str, str] = {}
+        for name, value in request.headers.items():
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        outcome = self.check_upgrade(Head(request.method, request.path_qs, headers))
+        if isinstance(outcome, Refusal):
+            self.errors[outcome.code] += 1
+            return problem(outcome.status, outcome.code, outcome.detail, outcome.headers)
+        transport = request.transport
+        assert transport is not None
+        conn = cast(Connection, transport.get_protocol())
+        bridge = cast(AiohttpBridge, conn.handler)
+        self.accept(conn, outcome, lambda: bridge.proto.connection_lost(None))
+        await asyncio.get_running_loop().create_future()  # cancelled when the socket closes
+        raise AssertionError("unreachable")
 
     async def _register(self, request: web.Request) -> web.Response:
         body = await json_body(request, "user", "password")
@@ -456,13 +502,12 @@ def address(request: web.Request) -> str:
     return str(request.remote or "?")
 
 
-def problem(status: int, code: str, detail: str) -> web.Response:
+def problem(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> web.Response:
     """An RFC 9457 problem+json response."""
-    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status,
-            "detail": detail, "code": code}  # fmt: skip
-    return web.Response(
-        body=orjson.dumps(body), status=status, content_type="application/problem+json"
-    )
+    return web.Response(body=problem_body(status, code, detail), status=status,
+                        content_type="application/problem+json", headers=headers)  # fmt: skip
 
 
 class Problem(Exception):

@@ -10,6 +10,7 @@ the connection's coalesced send path.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -55,12 +56,15 @@ class WsSubscriber(Subscriber):
 
 
 class WsSession(Handler):
-    __slots__ = ("_frames", "_messages", "_parser", "_rejected", "closing", "front", "last_ping",
-                 "last_rx", "sub")  # fmt: skip
+    __slots__ = ("_after_lost", "_frames", "_messages", "_parser", "_rejected", "closing", "front",
+                 "last_ping", "last_rx", "sub")  # fmt: skip
 
-    def __init__(self, conn: Connection, front: WebFront) -> None:
+    def __init__(
+        self, conn: Connection, front: WebFront, after_lost: Callable[[], None] | None = None
+    ) -> None:
         super().__init__(conn)
         self.front = front
+        self._after_lost = after_lost
         hub = front.service.hub
         limits = hub.limits
         now = hub.clock()
@@ -104,6 +108,8 @@ class WsSession(Handler):
 
     def connection_lost(self, reason: str) -> None:
         self.front.sessions.discard(self)
+        if self._after_lost is not None:
+            self._after_lost()
         hub = self.front.service.hub
         if self.sub.user:
             hub.detach(self.sub)

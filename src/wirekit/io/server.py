@@ -205,6 +205,10 @@ class Connection(asyncio.Protocol):
     def server(self) -> TcpServer:
         return self._server
 
+    @property
+    def handler(self) -> Handler | None:
+        return self._handler
+
     def replace_handler(self, handler: Handler) -> None:
         """Hand the connection to another handler (a protocol upgrade); it gets what follows."""
         self._handler = handler
