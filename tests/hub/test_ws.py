@@ -78,8 +78,8 @@ class Web:
         self.peers: list[WsPeer] = []
         self.raws: list[RawWs] = []
 
-    def raw(self) -> RawWs:
-        raw = RawWs(int(self.base.rsplit(":", 1)[1]))
+    def raw(self, rcvbuf: int | None = None) -> RawWs:
+        raw = RawWs(int(self.base.rsplit(":", 1)[1]), rcvbuf)
         self.raws.append(raw)
         return raw
 
@@ -422,11 +422,15 @@ async def test_persistent_flooding_is_rate_limited_then_closed(hub: HubFixture, 
 class RawWs:
     """A hand-made client: frames the libraries refuse to send."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    def __init__(self, port: int, rcvbuf: int | None = None) -> None:
+        self.sock = socket.socket()
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(5)
+        self.sock.connect(("127.0.0.1", port))
 
-    def handshake(self, *headers: str) -> bytes:
-        lines = ["GET /ws HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket",
+    def handshake(self, *headers: str, target: str = "/ws") -> bytes:
+        lines = [f"GET {target} HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket",
                  "Connection: Upgrade", "Sec-WebSocket-Version: 13",
                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", *headers]  # fmt: skip
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
@@ -524,3 +528,47 @@ async def test_register_and_login_over_http(web: Web) -> None:
         )
     async with web.session.get(web.base + "/static/../hub.db") as resp:
         assert resp.status == 404
+
+
+async def test_a_stalled_websocket_reader_catches_up_from_the_log(
+    hub: HubFixture, web: Web
+) -> None:
+    await hub.stop()
+    service = await hub.start(
+        write_buffer_high=16 * 1024, write_buffer_low=4 * 1024,
+        message_rate=1e6, message_burst=10**6,
+    )  # fmt: skip
+    token = await web.token("slow")
+    slow = web.raw(rcvbuf=4096)
+    head = await asyncio.to_thread(slow.handshake, target=f"/ws?token={token}")
+    assert head.startswith(b"HTTP/1.1 101")
+    slow.sock.sendall(ws.client_frame(ws.TEXT, b'{"op":"sub","topic":"#firehose","id":1}'))
+    fast = await web.user("fast")
+    await fast.ok("sub", topic="#firehose")
+    publisher = await hub.peer("pub")
+    await publisher.send("/join #firehose")
+    drain = asyncio.ensure_future(publisher.reader.read())
+    count, body = 2000, "x" * 3000  # ~6 MB: far more than the socket buffers hold
+    for i in range(1, count + 1):
+        publisher.writer.write(f"{i} {body}\n".encode())
+    await publisher.writer.drain()
+    fast_offsets = [
+        (await fast.expect(lambda e: e["op"] == "msg", 30))["offset"] for _ in range(count)
+    ]
+    assert fast_offsets == list(range(1, count + 1))  # not slowed down by the stalled one
+    assert service.hub.fell_behind >= 1
+
+    def read_all() -> list[int]:
+        parser = ws.FrameParser(server=False, max_message=1 << 20)
+        offsets: list[int] = []
+        events = parser.receive_data(slow.rest)
+        while True:
+            for event in events:
+                if isinstance(event, ws.Message) and event.text and '"op":"msg"' in event.text:
+                    offsets.append(json.loads(event.text)["offset"])
+            if len(offsets) >= count:
+                return offsets
+            events = parser.receive_data(slow.sock.recv(65536))
+
+    assert await asyncio.to_thread(read_all) == list(range(1, count + 1))  # no gap, no duplicate
+    drain.cancel()
