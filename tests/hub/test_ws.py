@@ -572,3 +572,19 @@ async def test_a_stalled_websocket_reader_catches_up_from_the_log(
 
     assert await asyncio.to_thread(read_all) == list(range(1, count + 1))  # no gap, no duplicate
     drain.cancel()
+
+
+async def test_sse_keep_alive_comments_keep_a_listener_past_the_idle_timeout(
+    hub: HubFixture, web: Web
+) -> None:
+    await hub.stop()
+    await hub.start(idle_timeout=0.6, ws_ping_interval=0.2)
+    await restart(hub, public_topics=frozenset({"news"}))
+    comments = 0
+    async with web.session.get(web.base + "/sse?topic=news") as resp:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.5):
+                async for raw in resp.content:
+                    comments += raw.startswith(b": keep-alive")
+        assert not resp.content.at_eof()
+    assert comments >= 4

@@ -459,13 +459,17 @@ class WebFront:
         hello = {"topic": name, "head": log_.head, "epoch": log_.epoch}
         await response.write(b"event: hello\ndata: " + orjson.dumps(hello) + b"\n\n")
         hub.resume(sub, name, log_.head if since is None else int(since), None)
+        transport = request.transport
+        assert transport is not None
         try:
-            await self._stream(sub, response)
+            await self._stream(sub, response, cast(Connection, transport.get_protocol()))
         finally:
             hub.unsubscribe(sub, name)
         return response
 
-    async def _stream(self, sub: SseSubscriber, response: web.StreamResponse) -> None:
+    async def _stream(
+        self, sub: SseSubscriber, response: web.StreamResponse, conn: Connection
+    ) -> None:
         keepalive = self.service.hub.limits.ws_ping_interval
         while True:
             try:
@@ -473,6 +477,7 @@ class WebFront:
                     await sub.ready.wait()
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
+                conn.touch()  # a listener never sends: its stream is what keeps it open
                 continue
             sub.ready.clear()
             chunks, sub.chunks, sub.queued = sub.chunks, [], 0
@@ -480,6 +485,7 @@ class WebFront:
                 await response.write(b"".join(chunks))
                 return
             await response.write(b"".join(chunks))
+            conn.touch()
             if sub.behind_since is not None:
                 sub.catch_up()
 

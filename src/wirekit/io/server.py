@@ -205,6 +205,10 @@ class Connection(asyncio.Protocol):
     def server(self) -> TcpServer:
         return self._server
 
+    def touch(self) -> None:
+        """Count as activity for the idle timeout (for writes that bypass :meth:`send`)."""
+        self.stats.last_activity = self._time()
+
     @property
     def handler(self) -> Handler | None:
         return self._handler
