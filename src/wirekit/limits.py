@@ -37,6 +37,10 @@ class Limits:
       the connection is closed with code 1009.
     * ``ws_ping_interval`` / ``ws_timeout`` -- the server pings every WebSocket this often, and
       closes (1001) one from which nothing arrived for ``ws_timeout`` seconds.
+    * ``api_rate`` / ``api_burst`` -- HTTP API requests per second per client address and per
+      user (token bucket); past it: 429 with ``Retry-After``.
+    * ``api_max_body`` -- largest HTTP API request body; past it: 413.
+    * ``request_timeout`` -- seconds an HTTP request may take (streams excepted); past it: 503.
     """
 
     max_connections: int = 10_000
@@ -56,6 +60,10 @@ class Limits:
     ws_max_message: int = 64 * KiB
     ws_ping_interval: float = 25.0
     ws_timeout: float = 60.0
+    api_rate: float = 50.0
+    api_burst: int = 100
+    api_max_body: int = 64 * KiB
+    request_timeout: float = 30.0
 
 
 DEFAULTS = Limits()

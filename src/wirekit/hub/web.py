@@ -15,7 +15,7 @@ import asyncio
 import hmac
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from importlib import resources
@@ -26,6 +26,8 @@ import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from ..http import middleware
+from ..http.problem import Problem, problem, problem_body
 from ..io.server import Connection, Handler, TcpServer
 from ..proto import ws
 from .accounts import AuthError, Session
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("wirekit.hub.web")
 
 MAX_HEAD = 16 * 1024  # bytes of the first request's head, read before it is routed
-MAX_API_BODY = 64 * 1024
+API_KEY_PATHS = frozenset({"/api/publish", "/api/kick"})  # these take the API key, not a token
 PAGE_FILES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}
 CSP = (
     "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; "
@@ -100,12 +102,6 @@ class Upgrade:
     key: str
     session: Session | None
     topics: list[str]
-
-
-def problem_body(status: int, code: str, detail: str) -> bytes:
-    """An RFC 9457 problem document."""
-    return orjson.dumps({"type": "about:blank", "title": HTTPStatus(status).phrase,
-                         "status": status, "detail": detail, "code": code})  # fmt: skip
 
 
 def raw_problem(refusal: Refusal) -> bytes:
@@ -330,7 +326,18 @@ class WebFront:
 
     # -- the aiohttp side -------------------------------------------------------------------------
     def _app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_API_BODY, middlewares=[problems])
+        limits = self.service.hub.limits
+        app = web.Application(client_max_size=limits.api_max_body)
+        middleware.install(
+            app, csp=CSP, origins=self.allowed_origins, max_body=limits.api_max_body,
+            rate=limits.api_rate, burst=limits.api_burst,
+            rate_limited=lambda r: r.path.startswith("/api/"),
+            verify=self.service.accounts.session,
+            auth_skip=lambda r: r.path in API_KEY_PATHS,
+            request_timeout=limits.request_timeout,
+            streaming=lambda r: r.path in ("/sse", "/ws"),
+            clock=self.service.hub.clock,
+        )  # fmt: skip
         page = resources.files("wirekit.hub") / "static"
         self._page = {name: page.joinpath(name).read_bytes() for name in PAGE_FILES}
         app.router.add_get("/", self._index)
@@ -350,9 +357,8 @@ class WebFront:
             body=self._page[name],
             content_type=PAGE_FILES[name],
             charset="utf-8",
-            headers={"Cache-Control": "no-cache", "Content-Security-Policy": CSP,
-                     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"},
-        )  # fmt: skip
+            headers={"Cache-Control": "no-cache"},
+        )
 
     async def _index(self, request: web.Request) -> web.Response:
         return self._file("index.html")
@@ -439,9 +445,10 @@ class WebFront:
             name = check_topic(topics[0])
         except HubError as exc:
             return problem(400, exc.code, str(exc))
-        token = request.query.get("token") or bearer(request.headers)
+        token = request.query.get("token")
         user = ""
-        if token is not None or name.startswith(("#", "@")) or name not in self.public_topics:
+        logged_in = token is not None or middleware.SESSION in request
+        if logged_in or name.startswith(("#", "@")) or name not in self.public_topics:
             user = self._session(request, token).user
         since = request.headers.get("Last-Event-ID") or request.query.get("since")
         if since is not None and not since.isdigit():
@@ -490,9 +497,13 @@ class WebFront:
                 sub.catch_up()
 
     def _session(self, request: web.Request, token: str | None = None) -> Session:
-        token = token or bearer(request.headers)
+        """The caller's session: from the auth middleware, or from ``token``."""
         if token is None:
-            raise Problem(401, "login-required", "send Authorization: Bearer TOKEN")
+            session: Session | None = request.get(middleware.SESSION)
+            if session is None:
+                raise Problem(401, "login-required", "send Authorization: Bearer TOKEN",
+                              {"WWW-Authenticate": "Bearer"})  # fmt: skip
+            return session
         try:
             return self.service.accounts.session(token)
         except AuthError as exc:
@@ -506,33 +517,6 @@ class WebFront:
 
 def address(request: web.Request) -> str:
     return str(request.remote or "?")
-
-
-def problem(
-    status: int, code: str, detail: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    """An RFC 9457 problem+json response."""
-    return web.Response(body=problem_body(status, code, detail), status=status,
-                        content_type="application/problem+json", headers=headers)  # fmt: skip
-
-
-class Problem(Exception):
-    """Raised by a handler: answered as problem+json by the ``problems`` middleware."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-
-
-@web.middleware
-async def problems(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except Problem as exc:
-        return problem(exc.status, exc.code, str(exc))
 
 
 async def json_body(

@@ -49,3 +49,8 @@ class KeyedBuckets:
         else:
             self._buckets.move_to_end(key)
         return bucket.take(now)
+
+    def retry_after(self, key: str) -> float:
+        """Seconds until ``key`` may :meth:`take` again (after a failed take)."""
+        bucket = self._buckets.get(key)
+        return 0.0 if bucket is None else bucket.retry_after()

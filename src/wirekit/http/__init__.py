@@ -1,0 +1,1 @@
+"""HTTP server pieces shared by wirekit's aiohttp apps: problem+json errors and middleware."""
