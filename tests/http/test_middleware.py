@@ -1,0 +1,260 @@
+"""The HTTP middleware chain: each piece alone, then the whole chain, over loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from wirekit.http import middleware as mw
+from wirekit.http.problem import Problem, problems
+
+pytestmark = pytest.mark.anyio
+
+Factory = Callable[..., Any]
+
+
+async def echo(request: web.Request) -> web.Response:
+    session = request.get(mw.SESSION)
+    return web.json_response({"session": session, "path": request.path})
+
+
+async def boom(request: web.Request) -> web.Response:
+    raise ValueError("secret internals")
+
+
+async def refuse(request: web.Request) -> web.Response:
+    raise Problem(409, "taken", "that name is taken")
+
+
+async def slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(1)
+    return web.json_response({})
+
+
+async def big(request: web.Request) -> web.Response:
+    return web.json_response({"items": list(range(2000))})
+
+
+async def post(request: web.Request) -> web.Response:
+    return web.json_response({"size": len(await request.read())})
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse()
+    await response.prepare(request)
+    await response.write(b"data")
+    return response
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Factory]:
+    clients: list[TestClient[web.Request, web.Application]] = []
+
+    async def make(*middlewares: Any, prepare: tuple[Any, ...] = (), max_body: int = 1024) -> Any:
+        app = web.Application(middlewares=list(middlewares), client_max_size=max_body)
+        for hook in prepare:
+            app.on_response_prepare.append(hook)
+        for path, handler in (("/echo", echo), ("/boom", boom), ("/refuse", refuse),
+                              ("/slow", slow), ("/big", big), ("/stream", stream),
+                              ("/open/echo", echo)):  # fmt: skip
+            app.router.add_get(path, handler)
+        app.router.add_post("/post", post)
+        client = TestClient(TestServer(app, host="127.0.0.1"))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+async def test_request_id_is_generated_kept_or_replaced(serve: Factory) -> None:
+    client = await serve(mw.request_id(), prepare=(mw.echo_request_id,))
+    fresh = (await client.get("/echo")).headers["X-Request-Id"]
+    assert len(fresh) == 32 and fresh != (await client.get("/echo")).headers["X-Request-Id"]
+    kept = await client.get("/echo", headers={"X-Request-Id": "abc-123"})
+    assert kept.headers["X-Request-Id"] == "abc-123"
+    odd = await client.get("/echo", headers={"X-Request-Id": "x" * 65})
+    assert len(odd.headers["X-Request-Id"]) == 32
+
+
+async def test_access_log_writes_one_structured_line(
+    serve: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await serve(mw.request_id(), mw.access_log(), problems)
+    with caplog.at_level(logging.INFO, logger="wirekit.http.access"):
+        await client.get("/refuse")
+    (record,) = [r for r in caplog.records if r.name == "wirekit.http.access"]
+    assert record.status == 409 and record.path == "/refuse" and record.method == "GET"  # type: ignore[attr-defined]
+    assert record.ms >= 0 and len(record.request_id) == 32  # type: ignore[attr-defined]
+
+
+async def test_recover_answers_500_without_leaking(
+    serve: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await serve(mw.request_id(), mw.recover())
+    with caplog.at_level(logging.ERROR, logger="wirekit.http"):
+        resp = await client.get("/boom")
+    body = await resp.text()
+    assert resp.status == 500 and resp.content_type == "application/problem+json"
+    assert "secret" not in body and "Traceback" not in body and "ValueError" not in body
+    assert any(r.exc_info for r in caplog.records)  # the trace goes to the log instead
+    assert (await client.get("/echo")).status == 200  # the server carries on
+
+
+async def test_problems_for_raised_problems_and_routing_errors(serve: Factory) -> None:
+    client = await serve(problems)
+    resp = await client.get("/refuse")
+    assert resp.status == 409 and (await resp.json())["code"] == "taken"
+    missing = await client.get("/nowhere")
+    assert missing.status == 404 and missing.content_type == "application/problem+json"
+    wrong = await client.delete("/echo")
+    assert wrong.status == 405 and "GET" in wrong.headers["Allow"]
+    assert (await wrong.json())["status"] == 405
+
+
+async def test_cors_preflight_and_response_headers(serve: Factory) -> None:
+    middleware, prepare = mw.cors(("https://app.example",))
+    client = await serve(problems, middleware, prepare=(prepare,))
+    pre = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    ok = await client.options("/echo", headers=pre)
+    assert ok.status == 204 and "Authorization" in ok.headers["Access-Control-Allow-Headers"]
+    assert ok.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    bad = await client.options("/echo", headers={**pre, "Origin": "https://evil.example"})
+    assert bad.status == 403
+    simple = await client.get("/echo", headers={"Origin": "https://app.example"})
+    assert simple.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    other = await client.get("/echo", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+async def test_body_limit_refuses_declared_and_streamed_bodies(serve: Factory) -> None:
+    client = await serve(problems, mw.body_limit(1024), max_body=1024)
+    assert (await (await client.post("/post", data=b"x" * 1024)).json())["size"] == 1024
+    declared = await client.post("/post", data=b"x" * 1025)
+    assert declared.status == 413 and (await declared.json())["code"] == "too-large"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(5):
+            yield b"y" * 512
+
+    streamed = await client.post("/post", data=chunks())  # chunked: no Content-Length
+    assert streamed.status == 413
+
+
+async def test_bearer_auth(serve: Factory) -> None:
+    def verify(token: str) -> str:
+        if token != "good":
+            raise Problem(401, "bad-token", "no")  # any exception with a code
+        return "alice"
+
+    client = await serve(problems, mw.bearer_auth(verify, lambda r: r.path.startswith("/open")))
+    assert (await (await client.get("/echo")).json())["session"] is None
+    good = await client.get("/echo", headers={"Authorization": "Bearer good"})
+    assert (await good.json())["session"] == "alice"
+    bad = await client.get("/echo", headers={"Authorization": "Bearer forged"})
+    assert bad.status == 401 and bad.headers["WWW-Authenticate"] == "Bearer"
+    basic = await client.get("/echo", headers={"Authorization": "Basic eDp5"})
+    assert basic.status == 401
+    skipped = await client.get("/open/echo", headers={"Authorization": "Bearer api-key"})
+    assert skipped.status == 200
+
+
+async def test_rate_limit_per_address_with_retry_after(serve: Factory) -> None:
+    client = await serve(problems, mw.rate_limit(0.5, 3, lambda r: r.path == "/echo", lambda: 0.0))
+    statuses = [(await client.get("/echo")).status for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    limited = await client.get("/echo")
+    assert (
+        limited.headers["Retry-After"] == "2" and (await limited.json())["code"] == "rate-limited"
+    )
+    assert (await client.get("/big")).status == 200  # a path it does not apply to
+
+
+async def test_rate_limit_per_user(serve: Factory) -> None:
+    now = [0.0]
+    limiter = mw.rate_limit(1, 2, lambda r: True, lambda: now[0])
+    auth = mw.bearer_auth(lambda token: token, lambda r: False)
+    client = await serve(problems, auth, limiter)
+    as_user = {"Authorization": "Bearer alice"}
+    assert [(await client.get("/echo", headers=as_user)).status for _ in range(2)] == [200, 200]
+    assert (await client.get("/echo", headers=as_user)).status == 429
+    now[0] = 10.0  # refilled
+    assert (await client.get("/echo", headers=as_user)).status == 200
+
+
+async def test_timeout_cancels_slow_handlers_but_not_streams(serve: Factory) -> None:
+    client = await serve(problems, mw.timeout(0.2, lambda r: r.path == "/stream"))
+    slow_resp = await client.get("/slow")
+    assert slow_resp.status == 503 and (await slow_resp.json())["code"] == "timeout"
+    assert (await client.get("/stream")).status == 200
+
+
+async def test_gzip_for_large_json_only(serve: Factory) -> None:
+    client = await serve(mw.gzip_json())
+    large = await client.get("/big", headers={"Accept-Encoding": "gzip"})
+    assert (
+        large.headers["Content-Encoding"] == "gzip" and len((await large.json())["items"]) == 2000
+    )
+    small = await client.get("/echo", headers={"Accept-Encoding": "gzip"})
+    assert "Content-Encoding" not in small.headers
+    plain = await client.get("/big", headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers
+
+
+async def test_security_headers_reach_streamed_responses(serve: Factory) -> None:
+    client = await serve(prepare=(mw.security_headers("default-src 'self'"),))
+    for path in ("/echo", "/stream"):
+        resp = await client.get(path)
+        assert resp.headers["Content-Security-Policy"] == "default-src 'self'"
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert "Strict-Transport-Security" not in resp.headers  # plain HTTP: no HSTS
+
+
+async def test_the_whole_chain_in_order(serve: Factory, caplog: pytest.LogCaptureFixture) -> None:
+    app_client: Any = None
+
+    def verify(token: str) -> str:
+        if token != "good":
+            raise Problem(401, "bad-token", "no")
+        return "alice"
+
+    app = web.Application(client_max_size=1024)
+    mw.install(app, csp="default-src 'self'", origins=(), max_body=1024, rate=0.001, burst=2,
+               rate_limited=lambda r: True, verify=verify, auth_skip=lambda r: False,
+               request_timeout=0.2, streaming=lambda r: False)  # fmt: skip
+    app.router.add_get("/boom", boom)
+    app.router.add_get("/echo", echo)
+    app_client = TestClient(TestServer(app, host="127.0.0.1"))
+    await app_client.start_server()
+    try:
+        with caplog.at_level(logging.INFO, logger="wirekit.http.access"):
+            crashed = await app_client.get("/boom", headers={"X-Request-Id": "req-1"})
+        assert crashed.status == 500 and "req-1" in (await crashed.json())["detail"]
+        assert crashed.headers["X-Request-Id"] == "req-1"  # recovered inside the request id
+        assert crashed.headers["Content-Security-Policy"] == "default-src 'self'"
+        logged = [r for r in caplog.records if r.name == "wirekit.http.access"]
+        assert logged[0].status == 500  # type: ignore[attr-defined]
+        forged = await app_client.get("/echo", headers={"Authorization": "Bearer forged"})
+        assert forged.status == 401  # auth runs before the rate limit spends anything
+        assert (await app_client.get("/echo")).status == 200  # the 2nd token (/boom had the 1st)
+        assert (await app_client.get("/echo")).status == 429
+    finally:
+        await app_client.close()
+
+
+def test_install_order_is_the_documented_one() -> None:
+    app = web.Application()
+    mw.install(app, csp="x", origins=(), max_body=1, rate=1, burst=1,
+               rate_limited=lambda r: True, verify=str, auth_skip=lambda r: False,
+               request_timeout=1, streaming=lambda r: False)  # fmt: skip
+    names = [m.__qualname__.split(".")[0] for m in app.middlewares]
+    assert names == ["request_id", "access_log", "recover", "problems", "cors", "body_limit",
+                     "bearer_auth", "rate_limit", "timeout", "gzip_json"]  # fmt: skip
