@@ -7,13 +7,17 @@ import itertools
 import json
 import socket
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from wirekit.certs import issue
+from wirekit.io.tls import client_context
 from wirekit.proto import ws
 
+from ..conftest import free_port
 from .conftest import HubFixture
 
 pytestmark = pytest.mark.anyio
@@ -588,3 +592,45 @@ async def test_sse_keep_alive_comments_keep_a_listener_past_the_idle_timeout(
                     comments += raw.startswith(b": keep-alive")
         assert not resp.content.at_eof()
     assert comments >= 4
+
+
+async def test_https_wss_and_sse_over_tls_with_the_local_ca(
+    hub: HubFixture, tmp_path: Path
+) -> None:
+    pki = issue(tmp_path / "ca", ["localhost", "127.0.0.1"])
+    redirect_port = free_port()
+    await restart(hub, cert=str(pki.cert), key=str(pki.key), public_topics=frozenset({"news"}),
+                  http_redirect=("127.0.0.1", redirect_port))  # fmt: skip
+    assert hub.service is not None and hub.service.web is not None
+    base = f"https://127.0.0.1:{hub.service.web.server.address[1]}"
+    ctx = client_context(pki.ca)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
+        async with session.get(base + "/") as resp:
+            assert resp.status == 200
+            assert resp.headers["Strict-Transport-Security"].startswith("max-age=")
+        tess = {"user": "tess", "password": "password-tess"}
+        async with session.post(base + "/api/users", json=tess) as resp:
+            token = (await resp.json())["token"]
+        sock = await session.ws_connect(base.replace("https", "wss") + f"/ws?token={token}")
+        assert json.loads((await sock.receive()).data)["user"] == "tess"
+        await sock.send_str('{"op":"pub","topic":"news","data":"over tls","id":1}')
+        assert json.loads((await sock.receive()).data)["op"] == "ok"
+        async with session.get(base + "/sse?topic=news&since=0") as resp:
+            body = b""
+            async with asyncio.timeout(5):
+                while b"over tls" not in body:
+                    body += await resp.content.readany()
+        await sock.close()
+    curl = await asyncio.create_subprocess_exec(
+        "curl", "-s", "--cacert", str(pki.ca), base + "/healthz", stdout=asyncio.subprocess.PIPE
+    )
+    assert json.loads((await curl.communicate())[0]) == {"status": "ok"}
+    plain = await asyncio.create_subprocess_exec(
+        "curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",
+        f"http://127.0.0.1:{redirect_port}/sse?topic=news", stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert (await plain.communicate())[0].decode() == f"308 {base}/sse?topic=news"
+    untrusted = await asyncio.create_subprocess_exec(
+        "curl", "-s", "-o", "/dev/null", base + "/healthz", stdout=asyncio.subprocess.PIPE
+    )
+    assert await untrusted.wait() != 0  # no --cacert: the local CA is not trusted

@@ -32,6 +32,12 @@ from .common import HOSTPORT, build_limits, limit_options, resolve_tls, tls_serv
     help="HTTP address: the page at /, WebSocket /ws, SSE /sse, /api (docs/ws-protocol.md).",
 )
 @click.option(
+    "--http-redirect",
+    type=HOSTPORT,
+    default=None,
+    help="With --tls: also listen here for plain HTTP and redirect (308) to https.",
+)
+@click.option(
     "--public-topics",
     default="",
     metavar="T1,T2",
@@ -110,6 +116,7 @@ from .common import HOSTPORT, build_limits, limit_options, resolve_tls, tls_serv
 def serve(
     chat: tuple[str, int],
     http: tuple[str, int],
+    http_redirect: tuple[str, int] | None,
     public_topics: str,
     api_key: str | None,
     allowed_origins: str,
@@ -149,6 +156,8 @@ def serve(
                 f"--public-topics: {topic!r} is not a push topic name (a-z 0-9 _ . : -)"
             )
     cert, key = resolve_tls(tls, cert, key, data_dir)
+    if http_redirect is not None and cert is None:
+        raise UsageError("--http-redirect needs --tls (or --cert and --key)")
     base = build_limits(
         limits["max_connections"], limits["max_line"], limits["max_frame"],
         limits["idle_timeout"], limits["grace"],
@@ -157,6 +166,7 @@ def serve(
         data_dir=Path(data_dir),
         chat=chat,
         http=http,
+        http_redirect=http_redirect,
         public_topics=topics,
         api_key=api_key,
         allowed_origins=tuple(o.strip() for o in allowed_origins.split(",") if o.strip()),

@@ -41,6 +41,7 @@ class HubConfig:
     public_topics: frozenset[str] = frozenset()
     api_key: str | None = None  # None: the one in DATA/api.key
     allowed_origins: tuple[str, ...] = ()  # empty: same origin only
+    http_redirect: tuple[str, int] | None = None  # with TLS: plain HTTP here -> 308 to https
     metrics: tuple[str, int] | None = ("127.0.0.1", 9107)
     limits: Limits = field(default_factory=Limits)
     cert: str | None = None
@@ -104,7 +105,7 @@ class HubService:
             if config.http is None
             else WebFront(self, config.public_topics,
                           config.api_key or load_api_key(config.data_dir),
-                          config.allowed_origins)
+                          config.allowed_origins, ssl)
         )  # fmt: skip
         self.metrics: MetricsServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -122,7 +123,8 @@ class HubService:
             if cfg.chat is not None:
                 await self.chat.start(*cfg.chat)
             if self.web is not None and cfg.http is not None:
-                await self.web.start(*cfg.http)
+                redirect = cfg.http_redirect if self.web.server.ssl is not None else None
+                await self.web.start(*cfg.http, redirect)
             if cfg.metrics is not None:
                 self.metrics = MetricsServer(
                     lambda conns: [("0", s) for s in self.snapshots(conns)], HubCollector(self.hub)
@@ -175,7 +177,8 @@ async def serve_until_stopped(config: HubConfig) -> None:
             scheme = "chat+tls" if config.cert else "chat"
             parts.append(f"{scheme}://{format_hostport(*service.chat.address)}")
         if service.web is not None:
-            parts.append(f"http://{format_hostport(*service.web.server.address)}")
+            scheme = "https" if config.cert else "http"
+            parts.append(f"{scheme}://{format_hostport(*service.web.server.address)}")
         if service.metrics is not None:
             parts.append(f"metrics {service.metrics.url}")
         log.info("hub serving %s (data in %s)", ", ".join(parts), config.data_dir,

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from importlib import resources
+from ssl import SSLContext
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,7 +29,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from ..http import middleware
 from ..http.problem import Problem, problem, problem_body
-from ..io.server import Connection, Handler, TcpServer
+from ..io.server import Connection, ConnectionTransport, Handler, TcpServer
 from ..proto import ws
 from .accounts import AuthError, Session
 from .engine import API_SENDER, HubError, Subscriber, check_topic
@@ -155,7 +156,9 @@ class HttpSniffer(Handler):
             return
         proto = server()
         self.conn.replace_handler(AiohttpBridge(self.conn, proto))
-        proto.connection_made(transport)
+        # With TLS the bytes must go through the connection, which encrypts them.
+        tls = self.conn.server.ssl is not None
+        proto.connection_made(ConnectionTransport(self.conn) if tls else transport)
         proto.data_received(data)
 
     def _upgrade(self, head: Head, rest: bytes) -> None:
@@ -168,6 +171,39 @@ class HttpSniffer(Handler):
         session = self.front.accept(self.conn, outcome)
         if session is not None and rest:
             session.frame_received(rest)
+
+
+class HttpsRedirect(Handler):
+    """The plain-HTTP listener of a TLS server: every request gets a 308 to its https URL."""
+
+    __slots__ = ("_buf", "https_port")
+
+    def __init__(self, conn: Connection, https_port: int) -> None:
+        super().__init__(conn)
+        self.https_port = https_port
+        self._buf = b""
+
+    def frame_received(self, frame: bytes) -> None:
+        self._buf += frame
+        end = self._buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buf) > MAX_HEAD:
+                self.conn.close("head-too-large")
+            return
+        head = parse_head(self._buf[:end])
+        if head is None or not head.target.startswith("/"):
+            self.conn.send(raw_problem(Refusal(400, "bad-request", "malformed request")))
+            self.conn.close("bad-request")
+            return
+        host = urlsplit("//" + head.headers.get("host", "localhost")).hostname or "localhost"
+        if ":" in host:
+            host = f"[{host}]"
+        location = f"https://{host}:{self.https_port}{head.target}"
+        self.conn.send(
+            f"HTTP/1.1 308 Permanent Redirect\r\nLocation: {location}\r\n"
+            "Content-Length: 0\r\nConnection: close\r\n\r\n".encode()
+        )
+        self.conn.close("redirected")
 
 
 class AiohttpBridge(Handler):
@@ -226,6 +262,7 @@ class WebFront:
         public_topics: frozenset[str],
         api_key: str,
         allowed_origins: tuple[str, ...],
+        ssl: SSLContext | None = None,
     ) -> None:
         self.service = service
         self.public_topics = public_topics
@@ -234,11 +271,13 @@ class WebFront:
         self.sessions: set[WsSession] = set()
         self.server = TcpServer(
             lambda conn: HttpSniffer(conn, self),
-            name="http",
+            name="https" if ssl else "http",
             limits=service.config.limits,
+            ssl=ssl,
             coalesce_writes=True,
             before_flush=service.store.commit,
         )
+        self.redirect: TcpServer | None = None
         self.runner = web.AppRunner(
             self._app(), handle_signals=False, access_log=None, handler_cancellation=True
         )
@@ -303,9 +342,19 @@ class WebFront:
             return None
         return session
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, redirect: tuple[str, int] | None = None) -> None:
+        """Listen on ``host:port``; with TLS and ``redirect``, also send plain HTTP requests on
+        ``redirect`` to their https URL."""
         await self.runner.setup()
         await self.server.start(host, port)
+        if redirect is not None:
+            https_port = self.server.address[1]
+            self.redirect = TcpServer(
+                lambda conn: HttpsRedirect(conn, https_port),
+                name="http-redirect",
+                limits=self.service.config.limits,
+            )
+            await self.redirect.start(*redirect)
         self._beat()
 
     async def shutdown(self, grace: float | None = None) -> None:
@@ -315,6 +364,8 @@ class WebFront:
             session.close(ws.GOING_AWAY, "server shutting down", "shutdown")
         await self.runner.cleanup()
         await self.server.shutdown(grace)
+        if self.redirect is not None:
+            await self.redirect.shutdown(0)
 
     def _beat(self) -> None:
         limits = self.service.hub.limits

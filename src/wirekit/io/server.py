@@ -330,6 +330,65 @@ class Connection(asyncio.Protocol):
         self.abort("handler-error")
 
 
+class ConnectionTransport(asyncio.Transport):
+    """A :class:`Connection` seen as a transport, for a protocol running on top of it (aiohttp
+    behind the HTTP front when TLS is on: the connection encrypts what it writes)."""
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__()
+        self._conn = conn
+
+    def _raw(self) -> asyncio.Transport:
+        transport = self._conn.transport
+        assert transport is not None
+        return transport
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._conn.send(bytes(data))
+
+    def writelines(self, list_of_data: Any) -> None:
+        self._conn.send(b"".join(list_of_data))
+
+    def is_closing(self) -> bool:
+        transport = self._conn.transport
+        return transport is None or transport.is_closing()
+
+    def close(self) -> None:
+        self._conn.close("closed")
+
+    def abort(self) -> None:
+        self._conn.abort("aborted")
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._conn
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        tls = self._conn._tls
+        if name == "sslcontext":
+            return self._conn.server.ssl
+        if name == "ssl_object":
+            return None if tls is None else tls.ssl_object
+        return self._raw().get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self._raw().pause_reading()
+
+    def resume_reading(self) -> None:
+        self._raw().resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._raw().is_reading()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._raw().set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self) -> int:
+        return self._raw().get_write_buffer_size()
+
+    def can_write_eof(self) -> bool:
+        return False
+
+
 def format_peer(peer: Any) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return format_hostport(str(peer[0]), int(peer[1]))

@@ -76,6 +76,10 @@ class TlsSession:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    @property
+    def ssl_object(self) -> ssl.SSLObject:
+        return self._object
+
     def encrypt(self, plaintext: bytes) -> bytes:
         self._object.write(plaintext)
         return self._outgoing.read()
