@@ -256,5 +256,20 @@ def test_install_order_is_the_documented_one() -> None:
                rate_limited=lambda r: True, verify=str, auth_skip=lambda r: False,
                request_timeout=1, streaming=lambda r: False)  # fmt: skip
     names = [m.__qualname__.split(".")[0] for m in app.middlewares]
-    assert names == ["request_id", "access_log", "recover", "problems", "cors", "body_limit",
-                     "bearer_auth", "rate_limit", "timeout", "gzip_json"]  # fmt: skip
+    assert names == ["request_id", "access_log", "RequestMetrics", "recover", "problems", "cors",
+                     "body_limit", "bearer_auth", "rate_limit", "timeout", "gzip_json"]  # fmt: skip
+
+
+async def test_request_metrics_by_route_and_status(serve: Factory) -> None:
+    metrics = mw.RequestMetrics()
+    client = await serve(metrics.middleware, mw.recover(), problems)
+    for path in ("/echo", "/echo", "/refuse", "/boom", "/nowhere"):
+        await client.get(path)
+    assert metrics.requests == {
+        ("/echo", "GET", "200"): 2, ("/refuse", "GET", "409"): 1, ("/boom", "GET", "500"): 1,
+        ("unmatched", "GET", "404"): 1,
+    }  # fmt: skip
+    (_, histogram) = list(metrics.collect())
+    echo = [s for s in histogram.samples if s.labels.get("route") == "/echo"]
+    assert [s.value for s in echo if s.name.endswith("_count")] == [2]
+    assert [s.value for s in echo if s.labels.get("le") == "+Inf"] == [2]

@@ -7,14 +7,15 @@ order (outermost first), the order docs/http-middleware.md explains:
 
 1. :func:`request_id` -- ``X-Request-Id``: the client's if sane, else a new one; echoed back.
 2. :func:`access_log` -- one structured log line per request (``wirekit.http.access``).
-3. :func:`recover` -- an unexpected exception becomes a 500 problem+json; no trace leaks.
-4. :func:`~wirekit.http.problem.problems` -- :class:`Problem` and aiohttp errors as problem+json.
-5. :func:`cors` -- answers preflights for allowed origins; adds CORS headers to responses.
-6. :func:`body_limit` -- a declared body over the limit is refused (413) before it is read.
-7. :func:`bearer_auth` -- ``Authorization: Bearer`` checked; the session is in ``request``.
-8. :func:`rate_limit` -- token buckets per address and per user (429 with ``Retry-After``).
-9. :func:`timeout` -- a handler running too long is cancelled (503).
-10. :func:`gzip_json` -- JSON bodies over 1 KiB are gzipped for clients that accept it.
+3. :class:`RequestMetrics` -- requests by route, method and status, latency by route.
+4. :func:`recover` -- an unexpected exception becomes a 500 problem+json; no trace leaks.
+5. :func:`~wirekit.http.problem.problems` -- :class:`Problem` and aiohttp errors as problem+json.
+6. :func:`cors` -- answers preflights for allowed origins; adds CORS headers to responses.
+7. :func:`body_limit` -- a declared body over the limit is refused (413) before it is read.
+8. :func:`bearer_auth` -- ``Authorization: Bearer`` checked; the session is in ``request``.
+9. :func:`rate_limit` -- token buckets per address and per user (429 with ``Retry-After``).
+10. :func:`timeout` -- a handler running too long is cancelled (503).
+11. :func:`gzip_json` -- JSON bodies over 1 KiB are gzipped for clients that accept it.
 
 Headers on every response (prepare hooks): request id, CORS, :func:`security_headers`.
 """
@@ -22,15 +23,20 @@ Headers on every response (prepare hooks): request id, CORS, :func:`security_hea
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from ..proto.ratelimit import KeyedBuckets
 from .problem import Handler, Problem, problem, problems
@@ -89,6 +95,56 @@ def access_log() -> Middleware:
             )  # fmt: skip
 
     return middleware
+
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class RequestMetrics(Collector):
+    """Counts requests by route template, method and status, and times them by route; its
+    :attr:`middleware` records, and it is a Prometheus collector for ``/metrics``."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, str, str]] = Counter()
+        self.latency: dict[str, list[float]] = {}  # route -> per-bucket counts, +Inf, sum
+
+        @web.middleware
+        async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+            started = time.perf_counter()
+            status = 500
+            try:
+                response = await handler(request)
+                status = response.status
+                return response
+            except web.HTTPException as exc:
+                status = exc.status
+                raise
+            finally:
+                self.record(request, status, time.perf_counter() - started)
+
+        self.middleware = middleware
+
+    def record(self, request: web.Request, status: int, seconds: float) -> None:
+        info = request.match_info
+        route = info.route.resource.canonical if info.route.resource is not None else "unmatched"
+        self.requests[route, request.method, str(status)] += 1
+        counts = self.latency.setdefault(route, [0.0] * (len(LATENCY_BUCKETS) + 2))
+        counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        counts[-1] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily("wirekit_http_requests", "HTTP requests",
+                                       labels=["route", "method", "status"])  # fmt: skip
+        for labels, count in sorted(self.requests.items()):
+            requests.add_metric(list(labels), count)
+        yield requests
+        latency = HistogramMetricFamily("wirekit_http_request_seconds",
+                                        "HTTP request latency", labels=["route"])  # fmt: skip
+        for route, counts in sorted(self.latency.items()):
+            cumulative = list(itertools.accumulate(counts[:-1]))
+            bounds = [*(str(b) for b in LATENCY_BUCKETS), "+Inf"]
+            latency.add_metric([route], list(zip(bounds, cumulative, strict=True)), counts[-1])
+        yield latency
 
 
 def recover() -> Middleware:
@@ -260,13 +316,16 @@ def install(
     request_timeout: float,
     streaming: Callable[[web.Request], bool],
     clock: Callable[[], float] = time.monotonic,
-) -> None:
-    """The whole chain, in the documented order."""
+) -> RequestMetrics:
+    """The whole chain, in the documented order; returns its metrics collector."""
     cors_middleware, cors_prepare = cors(origins)
+    metrics = RequestMetrics()
     app.middlewares.extend([
-        request_id(), access_log(), recover(), problems, cors_middleware, body_limit(max_body),
-        bearer_auth(verify, auth_skip), rate_limit(rate, burst, rate_limited, clock),
-        timeout(request_timeout, streaming), gzip_json(),
+        request_id(), access_log(), metrics.middleware, recover(), problems, cors_middleware,
+        body_limit(max_body), bearer_auth(verify, auth_skip),
+        rate_limit(rate, burst, rate_limited, clock), timeout(request_timeout, streaming),
+        gzip_json(),
     ])  # fmt: skip
     for hook in (echo_request_id, cors_prepare, security_headers(csp)):
         app.on_response_prepare.append(hook)
+    return metrics

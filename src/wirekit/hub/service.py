@@ -126,8 +126,11 @@ class HubService:
                 redirect = cfg.http_redirect if self.web.server.ssl is not None else None
                 await self.web.start(*cfg.http, redirect)
             if cfg.metrics is not None:
+                collectors: list[Collector] = [HubCollector(self.hub)]
+                if self.web is not None:
+                    collectors.append(self.web.request_metrics)
                 self.metrics = MetricsServer(
-                    lambda conns: [("0", s) for s in self.snapshots(conns)], HubCollector(self.hub)
+                    lambda conns: [("0", s) for s in self.snapshots(conns)], *collectors
                 )
                 await self.metrics.start(*cfg.metrics)
         except BaseException:

@@ -379,7 +379,7 @@ class WebFront:
     def _app(self) -> web.Application:
         limits = self.service.hub.limits
         app = web.Application(client_max_size=limits.api_max_body)
-        middleware.install(
+        self.request_metrics = middleware.install(
             app, csp=CSP, origins=self.allowed_origins, max_body=limits.api_max_body,
             rate=limits.api_rate, burst=limits.api_burst,
             rate_limited=lambda r: r.path.startswith("/api/"),
