@@ -230,11 +230,7 @@ def load(url: str | None, scenario: Path | None, connections: int, duration: flo
 def _ssl(scheme: str, ca: str | None, insecure: bool) -> ssl.SSLContext | None:
     if scheme != "https":
         return None
-    ctx = client_context(ca)
-    if insecure:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+    return client_context(ca, insecure=insecure)
 
 
 def _progress(p: dict[str, Any], total: float) -> Table:

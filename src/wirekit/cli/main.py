@@ -9,7 +9,7 @@ import click
 from .. import __version__
 from ..errors import WirekitError
 from ..log import setup_logging
-from . import addr, certs, chat, discover, echo, load, serve
+from . import addr, certs, chat, discover, echo, http, load, serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -43,6 +43,7 @@ cli.add_command(echo.echo)
 cli.add_command(discover.discover)
 cli.add_command(addr.addr)
 cli.add_command(certs.certs)
+cli.add_command(http.http)
 
 
 def main(argv: list[str] | None = None) -> None:

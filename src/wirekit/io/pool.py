@@ -94,9 +94,11 @@ class ConnectionPool(Generic[C]):
         if self._closed:
             raise PoolClosed("pool is closed")
         try:
-            async with asyncio.timeout(self.pool_timeout):
+            async with asyncio.timeout(self.pool_timeout) as deadline:
                 return await self._acquire()
         except TimeoutError:
+            if not deadline.expired():
+                raise  # a connect that timed out by itself: not the pool's wait
             self._timeouts += 1
             raise PoolTimeout(self.pool_timeout) from None
 

@@ -21,10 +21,14 @@ def server_context(cert: str | Path, key: str | Path) -> ssl.SSLContext:
     return ctx
 
 
-def client_context(ca: str | Path | None = None) -> ssl.SSLContext:
-    """A client context that verifies the server against ``ca`` (PEM), or the system store."""
+def client_context(ca: str | Path | None = None, *, insecure: bool = False) -> ssl.SSLContext:
+    """A client context that verifies the server against ``ca`` (PEM), or the system store;
+    with ``insecure``, one that checks nothing (``--insecure``)."""
     ctx = ssl.create_default_context()
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
     if ca is not None:
         try:
             ctx.load_verify_locations(cafile=str(ca))
