@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APT_PACKAGES := openssl gcc chromium nft
 
-.PHONY: serve test lint bench bench-echo bench-hub bench-load system-deps install clean
+.PHONY: serve test lint bench bench-echo bench-hub bench-ws bench-load system-deps install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,13 +37,18 @@ lint: $(STAMP)
 test: system-deps $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
-bench: bench-echo bench-hub bench-load
+bench: bench-echo bench-hub bench-ws bench-load
 
 bench-echo: system-deps $(STAMP)
 	$(BIN)/python benchmarks/echo.py
 
 bench-hub: system-deps $(STAMP)
 	$(BIN)/python benchmarks/hub_tcp.py
+
+# The reference hubs need picows and websockets: the project's `bench` extra.
+bench-ws: system-deps $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/hub_ws.py
 
 bench-load: system-deps $(STAMP)
 	$(BIN)/python benchmarks/load.py

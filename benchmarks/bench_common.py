@@ -1,4 +1,5 @@
-"""Helpers every benchmark script shares: ports, the machine's description and load, C builds.
+"""Helpers the benchmark scripts share: ports, the machine's description and load, C builds,
+server processes (start, wait, stop, RSS, CPU) and the runs of hub_load.c (hub_tcp.py, hub_ws.py).
 
 The scripts run as ``python benchmarks/NAME.py``, so this module is importable beside them.
 """
@@ -6,10 +7,20 @@ The scripts run as ``python benchmarks/NAME.py``, so this module is importable b
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
+import json
 import os
 import platform
+import resource
+import selectors
+import signal
 import socket
+import statistics
 import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +60,252 @@ def build_c(name: str, *flags: str) -> Path:
     exe = BUILD / name
     subprocess.run(["gcc", "-O2", *flags, "-o", str(exe), str(HERE / f"{name}.c")], check=True)
     return exe
+
+
+# -- server processes ----------------------------------------------------------------------
+def write_result(name: str, result: dict[str, Any], note: str = "") -> Path:
+    """``benchmarks/results/NAME.json``."""
+    out = HERE / "results" / f"{name}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {out}{note}")
+    return out
+
+
+def wait_port(
+    port: int, proc: subprocess.Popen[Any] | None = None, log: Path | None = None
+) -> None:
+    for _ in range(300):
+        if proc is not None and proc.poll() is not None:
+            assert log is not None
+            raise SystemExit(f"server exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"server on {port} never came up")
+
+
+def raise_nofile(need: int) -> None:
+    """Open-files limit for this process and the children it starts (servers, load)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < need:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
+            return
+        except (ValueError, OSError):
+            raise SystemExit(f"need {need} open files, the hard limit is {hard}") from None
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need if hard < 0 else hard, hard))
+
+
+def stop(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds of one process, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def wirekit_exe() -> list[str]:
+    script = Path(sys.executable).parent / "wirekit"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "wirekit"]
+
+
+def start_wirekit(tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], dict[str, int], Path]:
+    """``wirekit serve`` on free ports (chat, http, metrics) with a fresh data directory."""
+    ports = {"chat": free_port(), "http": free_port(), "metrics": free_port()}
+    data, log = tempfile.mkdtemp(dir=tmp), tmp / f"wirekit-{time.time()}.log"
+    cmd = [
+        *wirekit_exe(),
+        "--log-level",
+        "warning",
+        "serve",
+        "--data",
+        data,
+        "--chat",
+        f"127.0.0.1:{ports['chat']}",
+        "--metrics",
+        f"127.0.0.1:{ports['metrics']}",
+        "--http",
+        f"127.0.0.1:{ports['http']}",
+        "--message-rate",
+        "100000",
+        "--max-connections",
+        "20000",
+        *extra,
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+    wait_port(ports["chat"], proc, log)
+    wait_port(ports["http"], proc, log)
+    return proc, ports, log
+
+
+# -- hub_load.c runs -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Phases:
+    """A hub_load fanout run: max rate with ``window`` messages outstanding, 1 s warm-up then
+    ``rounds`` x ``seconds``; then ``half_seconds`` open-loop at half the median max rate."""
+
+    seconds: float
+    rounds: int
+    window: int
+    half_seconds: float
+
+
+def run_fanout(
+    load: Path,
+    proto: str,
+    server: subprocess.Popen[Any],
+    port: str,
+    n: int,
+    token: str,
+    tmp: Path,
+    phases: Phases,
+) -> dict[str, Any]:
+    """One hub_load fanout run; samples server and client CPU at the phase markers."""
+    err = tmp / f"load-{proto}-{n}.err"
+    rss0 = rss_kib(server.pid)
+    args = [
+        str(load),
+        "fanout",
+        proto,
+        "127.0.0.1",
+        port,
+        str(n),
+        str(phases.seconds),
+        str(phases.rounds),
+        str(phases.window),
+        str(phases.half_seconds),
+        token,
+    ]
+    client = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err.open("wb"), text=True)
+    assert client.stdout is not None
+    marks: dict[str, tuple[float, ...]] = {}
+    result: dict[str, Any] | None = None
+    sel = selectors.DefaultSelector()
+    sel.register(client.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + 240 + phases.rounds * phases.seconds + phases.half_seconds
+    try:
+        while result is None and time.monotonic() < deadline:
+            if not sel.select(timeout=1.0):
+                if client.poll() is not None:
+                    break
+                continue
+            line = client.stdout.readline()
+            if not line:
+                break
+            line = line.strip()
+            if line.startswith("{"):
+                result = json.loads(line)
+            else:
+                marks[line] = (
+                    time.monotonic(),
+                    cpu_seconds(server.pid),
+                    cpu_seconds(client.pid),
+                    machine_busy_seconds(),
+                )
+                if line == "ready":
+                    marks["rss"] = (float(rss_kib(server.pid)),)
+        client.wait(timeout=30)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    if result is None:
+        raise SystemExit(f"{proto} N={n}: load failed:\n{err.read_text()[-2000:]}")
+
+    def cores(begin: str, end: str, which: int) -> float:
+        (t0, *c0), (t1, *c1) = marks[begin], marks[end]
+        return (c1[which - 1] - c0[which - 1]) / (t1 - t0)
+
+    return {
+        "n": n,
+        "deliveries_per_s": statistics.median(
+            r["deliveries_per_s"] for r in result["max"]["rounds"]
+        ),
+        "msgs_per_s": result["max"]["msgs_per_s_median"],
+        "max_p50_ms": result["max"]["latency"]["p50_ms"],
+        "max_p99_ms": result["max"]["latency"]["p99_ms"],
+        "half_msgs_per_s": result["half"]["msgs_per_s"],
+        "half_deliveries_per_s": result["half"]["deliveries_per_s"],
+        "half_p50_ms": result["half"]["latency"]["p50_ms"],
+        "half_p99_ms": result["half"]["latency"]["p99_ms"],
+        "half_p999_ms": result["half"]["latency"]["p999_ms"],
+        "half_max_ms": result["half"]["latency"]["max_ms"],
+        "server_cpu_max": cores("max_begin", "max_end", 1),
+        "client_cpu_max": cores("max_begin", "max_end", 2),
+        "server_cpu_half": cores("half_begin", "half_end", 1),
+        # everything else busy on the machine during the max-rate phase (other processes, and
+        # kernel work not charged to either): near 0 on a quiet machine
+        "other_cpu_max": max(
+            0.0,
+            cores("max_begin", "max_end", 3)
+            - cores("max_begin", "max_end", 1)
+            - cores("max_begin", "max_end", 2),
+        ),
+        "setup_s": result["setup_s"],
+        "server_rss_kib_per_conn": (marks["rss"][0] - rss0) / (n + 1),
+        "raw": result,
+    }
+
+
+def run_hold(
+    load: Path, proto: str, pid: int, port: int, token: str, tmp: Path, *, count: int
+) -> dict[str, Any]:
+    """``count`` idle connections: the server's VmRSS before and after."""
+    time.sleep(0.5)
+    before = rss_kib(pid)
+    err = tmp / f"hold-{proto}.err"
+    args = [str(load), "hold", proto, "127.0.0.1", str(port), str(count), "120", token]
+    client = subprocess.Popen(
+        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err.open("wb"), text=True
+    )
+    assert client.stdout is not None and client.stdin is not None
+    try:
+        line = client.stdout.readline()  # "ready N SECONDS", or EOF if it failed (<= 120 s)
+        if not line.startswith("ready"):
+            raise SystemExit(f"hold {proto}: {line!r}\n{err.read_text()[-2000:]}")
+        setup = float(line.split()[2])
+        time.sleep(1.0)  # let the last replies leave the write buffers
+        after = rss_kib(pid)
+    finally:
+        client.stdin.close()
+        try:
+            client.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            client.kill()
+            client.wait()
+    return {
+        "connections": count,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "kib_per_conn": (after - before) / count,
+        "setup_s": setup,
+    }

@@ -9,30 +9,18 @@ to benchmarks/results/echo.json.
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench_common import build_c, free_port, machine
+from bench_common import build_c, free_port, machine, wait_port, write_result
 
 HERE = Path(__file__).parent
 BUILD = HERE / "build"
 CONNS, SIZE, SECONDS, ROUNDS = 50, 64, 5.0, 3
-
-
-def wait_port(port: int) -> None:
-    for _ in range(300):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"server on {port} never came up")
 
 
 def targets(port: int) -> dict[str, list[str]]:
@@ -107,10 +95,7 @@ def main() -> None:
         "rows": rows,
         "runs": runs,
     }  # fmt: skip
-    out = HERE / "results" / "echo.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {out}")
+    write_result("echo", result)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
-/* Fan-out load for chat hubs (benchmarks/hub_tcp.py): N subscribers in one room, one publisher.
+/* Fan-out load for chat hubs (benchmarks/hub_tcp.py, hub_ws.py): N subscribers, one publisher.
  *
  * usage: hub_load fanout PROTO HOST PORT N SECONDS ROUNDS WINDOW HALF_SECONDS TOKEN
  *        hub_load hold   PROTO HOST PORT N TIMEOUT TOKEN
  * PORT may be FIRST+COUNT: connections are spread over COUNT consecutive listening ports.
  * PROTO: wirekit (JSON lines, /auth TOKEN; the token's user is already in #bench),
  *        irc (NICK/USER/JOIN #bench; the publisher OPERs as bench/benchpass and sets +F so that
- *        the server does not throttle it), raw (hold only: send "x", ready on any byte back).
+ *        the server does not throttle it), raw (hold only: send "x", ready on any byte back),
+ *        ws (docs/ws-protocol.md, RFC 6455 client: masked frames, no extension): subscribers
+ *        open GET /ws?topic=bench, the publisher GET /ws?token=TOKEN; each is ready on its
+ *        {"op":"hello"} frame; the publisher sends {"op":"pub","topic":"bench","data":TEXT} and
+ *        gets {"op":"ok"}; subscribers get {"op":"msg",...,"data":TEXT,...}. Pings are answered.
  *
  * fanout: connects N subscribers and then the publisher, then
  *   1. max rate: the publisher keeps WINDOW messages outstanding (a message is complete once
@@ -38,7 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { P_WIREKIT, P_IRC, P_RAW };
+enum { P_WIREKIT, P_IRC, P_RAW, P_WS };
 enum { S_LOGIN, S_READY };
 #define PART 8192            /* longest line kept across reads */
 #define RBUF (256 * 1024)
@@ -52,6 +56,7 @@ enum { S_LOGIN, S_READY };
 
 typedef struct {
     int fd, state, is_pub, plen, skipping, oper, moded, joined, heard, port;
+    int upgraded;  /* ws: the 101 response has been read */
     char *part;
 } conn_t;
 
@@ -70,7 +75,7 @@ static long heard_count;     /* connections the server has said something on */
 #define UNHEARD_MAX 8
 #define MAX_PORTS 64
 static int nports = 1, unheard[MAX_PORTS];
-static char rbuf[PART + RBUF];
+static char rbuf[PART + RBUF + 1];  /* + 1: room for a NUL after the last byte */
 
 /* measurement state */
 static uint64_t sent, done;      /* messages published; completed (all N have it), in order */
@@ -135,10 +140,36 @@ static void send_all(conn_t *c, const char *data, size_t len) {
     }
 }
 
+/* -- WebSocket client framing (RFC 6455) ------------------------------------------------------ */
+static const uint8_t ws_mask[4] = {0x5a, 0x13, 0xc7, 0x2e};  /* any key will do */
+
+/* A masked client frame (FIN set) of `len` payload bytes into out; returns its size. */
+static size_t ws_frame(char *out, int opcode, const char *payload, size_t len) {
+    uint8_t *o = (uint8_t *)out;
+    size_t h = 0;
+    o[h++] = (uint8_t)(0x80 | opcode);
+    if (len < 126) o[h++] = (uint8_t)(0x80 | len);
+    else if (len < 65536) { o[h++] = 0x80 | 126; o[h++] = (uint8_t)(len >> 8); o[h++] = (uint8_t)len; }
+    else die("ws_frame: payload too long");
+    memcpy(o + h, ws_mask, 4);
+    h += 4;
+    for (size_t k = 0; k < len; k++) o[h + k] = (uint8_t)payload[k] ^ ws_mask[k & 3];
+    return h + len;
+}
+
 static void send_login(conn_t *c, int i) {
     char msg[1024];
     int n;
-    if (proto == P_WIREKIT) {
+    if (proto == P_WS) {
+        char host[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &addr.sin_addr, host, sizeof host);
+        n = snprintf(msg, sizeof msg,
+                     "GET /ws?%s%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n",
+                     c->is_pub ? "token=" : "topic=bench", c->is_pub ? token : "", host,
+                     ntohs(addr.sin_port));
+    } else if (proto == P_WIREKIT) {
         n = snprintf(msg, sizeof msg, "/json\n/auth %s\n", token);
     } else if (proto == P_IRC) {
         if (c->is_pub)
@@ -237,9 +268,107 @@ static void on_line(conn_t *c, char *line) {
     if (c->joined && (!c->is_pub || (c->oper && c->moded))) set_ready(c);
 }
 
+/* One text frame's payload, NUL-terminated by the caller. */
+#define STARTS(s, lit) (strncmp((s), (lit), sizeof(lit) - 1) == 0)
+static void on_ws_text(conn_t *c, char *text) {
+    if (STARTS(text, "{\"op\":\"msg\"")) {
+        if (!c->is_pub) delivered(text);
+    } else if (STARTS(text, "{\"op\":\"ok\"")) {
+        pub_echoes++;  /* ws: the publisher's ok replies */
+    } else if (STARTS(text, "{\"op\":\"hello\"")) {
+        set_ready(c);
+    } else if (STARTS(text, "{\"op\":\"error\"")) {
+        report_error(text);
+        if (c->state != S_READY) die("login failed");
+    }
+}
+
+/* Frames in buf[0, len); returns how many bytes were consumed (the rest is a partial frame). */
+static size_t ws_frames(conn_t *c, char *buf, size_t len) {
+    size_t pos = 0;
+    while (len - pos >= 2) {
+        uint8_t *b = (uint8_t *)buf + pos;
+        int opcode = b[0] & 0x0f;
+        if (b[1] & 0x80) die("ws: the server sent a masked frame");
+        uint64_t plen = b[1] & 0x7f;
+        size_t h = 2;
+        if (plen == 126) {
+            if (len - pos < 4) break;
+            plen = ((uint64_t)b[2] << 8) | b[3];
+            h = 4;
+        } else if (plen == 127) {
+            if (len - pos < 10) break;
+            plen = 0;
+            for (int k = 0; k < 8; k++) plen = (plen << 8) | b[2 + k];
+            h = 10;
+        }
+        if (h + plen > len - pos) {
+            if (h + plen > PART) {  /* too long to keep: skip the rest of it */
+                c->skipping = (int)(h + plen - (len - pos));
+                return len;
+            }
+            break;
+        }
+        char *payload = buf + pos + h;
+        if (opcode == 0x1 || opcode == 0x0) {
+            char saved = payload[plen];
+            payload[plen] = 0;
+            on_ws_text(c, payload);
+            payload[plen] = saved;
+        } else if (opcode == 0x9) {
+            char pong[256];
+            send_all(c, pong, ws_frame(pong, 0xA, payload, plen < 125 ? plen : 125));
+        } else if (opcode == 0x8) {
+            int code = plen >= 2 ? ((uint8_t)payload[0] << 8) | (uint8_t)payload[1] : 0;
+            fprintf(stderr, "hub_load: connection %ld closed by the server (WebSocket %d)\n",
+                    (long)(c - conns), code);
+            exit(1);
+        }
+        pos += h + plen;
+    }
+    return pos;
+}
+
+static void on_readable_ws(conn_t *c) {
+    memcpy(rbuf, c->part, (size_t)c->plen);
+    ssize_t r = read(c->fd, rbuf + c->plen, RBUF);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (r <= 0) {
+        fprintf(stderr, "hub_load: connection %ld closed by the server\n", (long)(c - conns));
+        exit(1);
+    }
+    size_t len = (size_t)c->plen + (size_t)r, start = 0;
+    if (c->skipping) {
+        size_t skip = (size_t)c->skipping < len ? (size_t)c->skipping : len;
+        c->skipping -= (int)skip;
+        start = skip;
+    }
+    if (!c->upgraded) {
+        rbuf[len] = 0;
+        char *end = strstr(rbuf + start, "\r\n\r\n");
+        if (end == NULL) {
+            if (len - start > PART) die("ws: handshake response too long");
+            memmove(c->part, rbuf + start, len - start);
+            c->plen = (int)(len - start);
+            return;
+        }
+        if (strncmp(rbuf + start, "HTTP/1.1 101", 12) != 0) {
+            report_error(rbuf + start);
+            die("ws: the upgrade was refused");
+        }
+        c->upgraded = 1;
+        start = (size_t)(end + 4 - rbuf);
+    }
+    start += ws_frames(c, rbuf + start, len - start);
+    size_t rest = start < len ? len - start : 0;
+    memcpy(c->part, rbuf + start, rest);
+    c->plen = (int)rest;
+}
+
 static void on_readable(int i) {
     conn_t *c = &conns[i];
     if (!c->heard) { c->heard = 1; heard_count++; unheard[c->port]--; }
+    if (proto == P_WS) { on_readable_ws(c); return; }
     if (proto == P_RAW) {
         ssize_t r = read(c->fd, rbuf, RBUF);
         if (r <= 0) { fprintf(stderr, "connection %d closed\n", i); exit(1); }
@@ -320,6 +449,12 @@ static size_t format_msg(char *out, uint64_t seq, uint64_t ts) {
     while (n < TEXT_SIZE) text[n++] = 'x';
     text[n] = 0;
     if (proto == P_IRC) return (size_t)sprintf(out, "PRIVMSG #bench :%s\r\n", text);
+    if (proto == P_WS) {
+        char payload[TEXT_SIZE + 64];
+        int len = snprintf(payload, sizeof payload,
+                           "{\"op\":\"pub\",\"topic\":\"bench\",\"data\":\"%s\"}", text);
+        return ws_frame(out, 0x1, payload, (size_t)len);
+    }
     return (size_t)sprintf(out, "%s\n", text);
 }
 
@@ -478,8 +613,8 @@ int main(int argc, char **argv) {
     }
     const char *mode = argv[1], *p = argv[2];
     proto = strcmp(p, "wirekit") == 0 ? P_WIREKIT : strcmp(p, "irc") == 0 ? P_IRC
-          : strcmp(p, "raw") == 0 ? P_RAW : -1;
-    if (proto < 0) die("PROTO is wirekit, irc or raw");
+          : strcmp(p, "raw") == 0 ? P_RAW : strcmp(p, "ws") == 0 ? P_WS : -1;
+    if (proto < 0) die("PROTO is wirekit, irc, raw or ws");
     addr.sin_family = AF_INET;
     addr.sin_port = htons((uint16_t)atoi(argv[4]));
     const char *plus = strchr(argv[4], '+');
@@ -494,7 +629,7 @@ int main(int argc, char **argv) {
     conns = calloc((size_t)n + 1, sizeof(conn_t));
     if (strcmp(mode, "fanout") == 0) {
         if (argc != 11) die("fanout takes 9 arguments");
-        if (proto == P_RAW) die("fanout needs wirekit or irc");
+        if (proto == P_RAW) die("fanout needs wirekit, irc or ws");
         token = argv[10];
         nconns = n;
         ring = calloc(RING, sizeof(uint32_t));

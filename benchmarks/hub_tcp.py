@@ -25,16 +25,11 @@ usage: python benchmarks/hub_tcp.py [--ns 100,1000,5000] [--no-ngircd]
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import random
-import resource
-import selectors
 import shutil
-import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,13 +37,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_common import build_c, free_port, machine, machine_busy_seconds
+from bench_common import (
+    Phases,
+    build_c,
+    free_port,
+    machine,
+    package_version,
+    raise_nofile,
+    run_fanout,
+    run_hold,
+    start_wirekit,
+    stop,
+    wait_port,
+    write_result,
+)
 
 HERE = Path(__file__).parent
 BUILD = HERE / "build"
 NS = (100, 1000, 5000)
 IDLE = 10_000
 SECONDS, ROUNDS, HALF_SECONDS, WINDOW = 3.0, 3, 4.0, 16
+PHASES = Phases(SECONDS, ROUNDS, WINDOW, HALF_SECONDS)
 NGIRCD_PORTS = 32  # ngircd accepts one connection per listening port per main-loop turn
 TARGET_DELIVERIES, TARGET_P99_MS, TARGET_KIB = 100_000, 25.0, 4.0
 USER, PASSWORD, ROOM = "bench", "benchpass123", "#bench"
@@ -74,88 +83,7 @@ def free_port_range(count: int) -> int:
     raise SystemExit(f"no {count} consecutive free ports")
 
 
-def wait_port(port: int, proc: subprocess.Popen[Any], log: Path) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"server on {port} never came up")
-
-
-def raise_nofile(need: int) -> None:
-    """Open-files limit for this process and the children it starts (servers, load)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < need:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
-            return
-        except (ValueError, OSError):
-            raise SystemExit(f"need {need} open files, the hard limit is {hard}") from None
-    if soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (need if hard < 0 else hard, hard))
-
-
-def stop(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User+system CPU seconds of one process, from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 # -- servers --------------------------------------------------------------------------------
-def wirekit_exe() -> list[str]:
-    script = Path(sys.executable).parent / "wirekit"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "wirekit"]
-
-
-def start_wirekit(tmp: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
-    port, data, log = free_port(), tempfile.mkdtemp(dir=tmp), tmp / f"wirekit-{time.time()}.log"
-    cmd = [
-        *wirekit_exe(),
-        "--log-level",
-        "warning",
-        "serve",
-        "--data",
-        data,
-        "--chat",
-        f"127.0.0.1:{port}",
-        "--metrics",
-        f"127.0.0.1:{free_port()}",
-        "--http",
-        f"127.0.0.1:{free_port()}",
-        "--message-rate",
-        "100000",
-        "--max-connections",
-        "20000",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
-    wait_port(port, proc, log)
-    return proc, port, log
-
-
 def wirekit_token(port: int) -> str:
     """Register the bench user (argon2: once per server), join the room, return a token."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -242,139 +170,9 @@ def start_ngircd(exe: str, tmp: Path) -> tuple[subprocess.Popen[bytes], str, Pat
     return proc, f"{first}+{NGIRCD_PORTS}", log
 
 
-def package_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def ngircd_version(exe: str) -> str:
     out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
     return out.splitlines()[0] if out else "?"
-
-
-# -- runs -----------------------------------------------------------------------------------
-def run_fanout(
-    load: Path, proto: str, server: subprocess.Popen[Any], port: str, n: int, token: str, tmp: Path
-) -> dict[str, Any]:
-    """One hub_load fanout run; samples server and client CPU at the phase markers."""
-    err = tmp / f"load-{proto}-{n}.err"
-    rss0 = rss_kib(server.pid)
-    args = [
-        str(load),
-        "fanout",
-        proto,
-        "127.0.0.1",
-        port,
-        str(n),
-        str(SECONDS),
-        str(ROUNDS),
-        str(WINDOW),
-        str(HALF_SECONDS),
-        token,
-    ]
-    client = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err.open("wb"), text=True)
-    assert client.stdout is not None
-    marks: dict[str, tuple[float, ...]] = {}
-    result: dict[str, Any] | None = None
-    sel = selectors.DefaultSelector()
-    sel.register(client.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + 240 + ROUNDS * SECONDS + HALF_SECONDS
-    try:
-        while result is None and time.monotonic() < deadline:
-            if not sel.select(timeout=1.0):
-                if client.poll() is not None:
-                    break
-                continue
-            line = client.stdout.readline()
-            if not line:
-                break
-            line = line.strip()
-            if line.startswith("{"):
-                result = json.loads(line)
-            else:
-                marks[line] = (
-                    time.monotonic(),
-                    cpu_seconds(server.pid),
-                    cpu_seconds(client.pid),
-                    machine_busy_seconds(),
-                )
-                if line == "ready":
-                    marks["rss"] = (float(rss_kib(server.pid)),)
-        client.wait(timeout=30)
-    finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
-    if result is None:
-        raise SystemExit(f"{proto} N={n}: load failed:\n{err.read_text()[-2000:]}")
-
-    def cores(begin: str, end: str, which: int) -> float:
-        (t0, *c0), (t1, *c1) = marks[begin], marks[end]
-        return (c1[which - 1] - c0[which - 1]) / (t1 - t0)
-
-    rounds = result["max"]["rounds"]
-    return {
-        "n": n,
-        "deliveries_per_s": statistics.median(r["deliveries_per_s"] for r in rounds),
-        "msgs_per_s": result["max"]["msgs_per_s_median"],
-        "max_p50_ms": result["max"]["latency"]["p50_ms"],
-        "max_p99_ms": result["max"]["latency"]["p99_ms"],
-        "half_msgs_per_s": result["half"]["msgs_per_s"],
-        "half_deliveries_per_s": result["half"]["deliveries_per_s"],
-        "half_p50_ms": result["half"]["latency"]["p50_ms"],
-        "half_p99_ms": result["half"]["latency"]["p99_ms"],
-        "half_p999_ms": result["half"]["latency"]["p999_ms"],
-        "half_max_ms": result["half"]["latency"]["max_ms"],
-        "server_cpu_max": cores("max_begin", "max_end", 1),
-        "client_cpu_max": cores("max_begin", "max_end", 2),
-        "server_cpu_half": cores("half_begin", "half_end", 1),
-        # everything else busy on the machine during the max-rate phase (other processes, and
-        # kernel work not charged to either): near 0 on a quiet machine
-        "other_cpu_max": max(
-            0.0,
-            cores("max_begin", "max_end", 3)
-            - cores("max_begin", "max_end", 1)
-            - cores("max_begin", "max_end", 2),
-        ),
-        "setup_s": result["setup_s"],
-        "server_rss_kib_per_conn": (marks["rss"][0] - rss0) / (n + 1),
-        "raw": result,
-    }
-
-
-def run_hold(load: Path, proto: str, pid: int, port: int, token: str, tmp: Path) -> dict[str, Any]:
-    """IDLE idle connections: the server's VmRSS before and after."""
-    time.sleep(0.5)
-    before = rss_kib(pid)
-    err = tmp / f"hold-{proto}.err"
-    args = [str(load), "hold", proto, "127.0.0.1", str(port), str(IDLE), "120", token]
-    client = subprocess.Popen(
-        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err.open("wb"), text=True
-    )
-    assert client.stdout is not None and client.stdin is not None
-    try:
-        line = client.stdout.readline()  # "ready N SECONDS", or EOF if it failed (<= 120 s)
-        if not line.startswith("ready"):
-            raise SystemExit(f"hold {proto}: {line!r}\n{err.read_text()[-2000:]}")
-        setup = float(line.split()[2])
-        time.sleep(1.0)  # let the last replies leave the write buffers
-        after = rss_kib(pid)
-    finally:
-        client.stdin.close()
-        try:
-            client.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            client.kill()
-            client.wait()
-    return {
-        "connections": IDLE,
-        "rss_before_kib": before,
-        "rss_after_kib": after,
-        "kib_per_conn": (after - before) / IDLE,
-        "setup_s": setup,
-    }
 
 
 # -- main -----------------------------------------------------------------------------------
@@ -400,10 +198,11 @@ def main() -> None:
         tmp = Path(tmpname)
         os.chmod(tmp, 0o755)
         for n in ns:
-            proc, port, log = start_wirekit(tmp)
+            proc, wk_ports, log = start_wirekit(tmp)
             try:
+                port = wk_ports["chat"]
                 token = wirekit_token(port)
-                row = run_fanout(load, "wirekit", proc, str(port), n, token, tmp)
+                row = run_fanout(load, "wirekit", proc, str(port), n, token, tmp, PHASES)
             finally:
                 stop(proc)
             fanout["wirekit"].append(row)
@@ -415,7 +214,7 @@ def main() -> None:
             if ngircd:
                 proc, ports, log = start_ngircd(ngircd, tmp)
                 try:
-                    row = run_fanout(load, "irc", proc, ports, n, "-", tmp)
+                    row = run_fanout(load, "irc", proc, ports, n, "-", tmp, PHASES)
                 finally:
                     stop(proc, grace=2.0)  # its QUIT storm after N clients leave is O(N^2)
                 fanout["ngircd"].append(row)
@@ -435,13 +234,18 @@ def main() -> None:
         )
         try:
             wait_port(port, proc, log)
-            memory["bare uvloop Protocol"] = run_hold(load, "raw", proc.pid, port, "-", tmp)
+            memory["bare uvloop Protocol"] = run_hold(
+                load, "raw", proc.pid, port, "-", tmp, count=IDLE
+            )
         finally:
             stop(proc)
-        proc, port, log = start_wirekit(tmp)
+        proc, wk_ports, log = start_wirekit(tmp)
         try:
+            port = wk_ports["chat"]
             token = wirekit_token(port)
-            memory["wirekit serve"] = run_hold(load, "wirekit", proc.pid, port, token, tmp)
+            memory["wirekit serve"] = run_hold(
+                load, "wirekit", proc.pid, port, token, tmp, count=IDLE
+            )
         finally:
             stop(proc)
         for name, m in memory.items():
@@ -561,10 +365,7 @@ def report(
         "raw": fanout,
         "elapsed_s": round(elapsed, 1),
     }
-    out = HERE / "results" / "hub_tcp.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {out} ({elapsed:.0f} s)")
+    write_result("hub_tcp", result, f" ({elapsed:.0f} s)")
 
 
 if __name__ == "__main__":
