@@ -30,7 +30,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -69,30 +69,41 @@ async def echo_request_id(request: web.Request, response: web.StreamResponse) ->
         response.headers["X-Request-Id"] = request[REQUEST_ID_KEY]
 
 
+async def _observe(
+    request: web.Request, handler: Handler, report: Callable[[web.Request, int, float], None]
+) -> web.StreamResponse:
+    """Run ``handler`` and ``report`` its status (500 if it raised) and duration in seconds."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        report(request, status, time.perf_counter() - started)
+
+
+def _log_access(request: web.Request, status: int, seconds: float) -> None:
+    session = request.get(SESSION)
+    access.info(
+        "%s %s %d",
+        request.method,
+        request.path,
+        status,
+        extra={"event": "request", "method": request.method, "path": request.path,
+               "status": status, "ms": round(seconds * 1e3, 2),
+               "request_id": request.get(REQUEST_ID_KEY), "peer": request.remote,
+               "user": getattr(session, "user", None)},
+    )  # fmt: skip
+
+
 def access_log() -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            session = request.get(SESSION)
-            access.info(
-                "%s %s %d",
-                request.method,
-                request.path,
-                status,
-                extra={"event": "request", "method": request.method, "path": request.path,
-                       "status": status, "ms": round((time.perf_counter() - started) * 1e3, 2),
-                       "request_id": request.get(REQUEST_ID_KEY), "peer": request.remote,
-                       "user": getattr(session, "user", None)},
-            )  # fmt: skip
+        return await _observe(request, handler, _log_access)
 
     return middleware
 
@@ -110,17 +121,7 @@ class RequestMetrics(Collector):
 
         @web.middleware
         async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-            started = time.perf_counter()
-            status = 500
-            try:
-                response = await handler(request)
-                status = response.status
-                return response
-            except web.HTTPException as exc:
-                status = exc.status
-                raise
-            finally:
-                self.record(request, status, time.perf_counter() - started)
+            return await _observe(request, handler, self.record)
 
         self.middleware = middleware
 
@@ -235,21 +236,27 @@ def rate_limit(
     return middleware
 
 
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The token of an ``Authorization: Bearer TOKEN`` header (``headers``: case-insensitive,
+    or with lowercased names)."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
 def bearer_auth(verify: Callable[[str], Any], skip: Callable[[web.Request], bool]) -> Middleware:
-    """A ``Bearer`` token, when present, must be valid (else 401); the session ``verify``
-    returns is ``request["session"]``. Handlers that need one raise 401 when it is missing.
-    ``verify`` raises an exception with ``code`` for a bad token."""
+    """A ``Bearer`` token, when present, must be valid (else 401); what ``verify`` returns is
+    ``request[SESSION]``. Handlers that need one raise 401 when it is missing. ``verify``
+    raises an exception with ``code`` for a bad token."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        value = request.headers.get(hdrs.AUTHORIZATION, "")
-        scheme, _, token = value.partition(" ")
-        if value and not skip(request):
-            if scheme.lower() != "bearer" or not token.strip():
+        if hdrs.AUTHORIZATION in request.headers and not skip(request):
+            token = bearer_token(request.headers)
+            if token is None:
                 raise Problem(401, "bad-token", "use Authorization: Bearer TOKEN",
                               {"WWW-Authenticate": "Bearer"})  # fmt: skip
             try:
-                request[SESSION] = verify(token.strip())
+                request[SESSION] = verify(token)
             except Exception as exc:
                 code = str(getattr(exc, "code", "bad-token"))
                 raise Problem(401, code, str(exc), {"WWW-Authenticate": "Bearer"}) from None

@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
+import orjson
+
 from ..limits import DEFAULTS, Limits
 from ..proto.chat import encode_event
 from ..proto.wsapi import encode_sse, encode_ws
@@ -72,6 +74,16 @@ def check_topic(name: str) -> str:
             "bad-topic", "topics are a letter or digit, then up to 63 of a-z 0-9 _ . : -"
         )
     return name
+
+
+def message_text(data: Any, limit: int) -> tuple[str, bool]:
+    """What the store keeps of a published value: a string as it is, anything else as its JSON
+    text (flagged ``json``); :class:`HubError` ``too-large`` past ``limit`` bytes."""
+    is_json = not isinstance(data, str)
+    text = orjson.dumps(data).decode() if is_json else data
+    if len(text.encode()) > limit:
+        raise HubError("too-large", f"data longer than {limit} bytes once encoded")
+    return text, is_json
 
 
 def private_log(a: str, b: str) -> str:

@@ -11,11 +11,12 @@ request on a connection decides what it becomes:
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import hmac
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from importlib import resources
@@ -32,7 +33,7 @@ from ..http.problem import Problem, problem, problem_body
 from ..io.server import Connection, ConnectionTransport, Handler, TcpServer
 from ..proto import ws
 from .accounts import AuthError, Session
-from .engine import API_SENDER, HubError, Subscriber, check_topic
+from .engine import API_SENDER, HubError, Subscriber, check_topic, message_text
 from .ws import WsSession
 
 if TYPE_CHECKING:
@@ -49,7 +50,13 @@ CSP = (
 )
 AUTH_STATUS = {"bad-login": 401, "bad-token": 401, "token-expired": 401, "name-taken": 409,
                "bad-username": 422, "bad-password": 422, "rate-limited": 429}  # fmt: skip
-HUB_STATUS = {"not-a-member": 403, "no-such-room": 404, "no-such-user": 404, "not-public": 401}
+HUB_STATUS = {
+    "too-large": 413,
+    "not-a-member": 403,
+    "no-such-room": 404,
+    "no-such-user": 404,
+    "not-public": 401,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,15 +82,19 @@ def parse_head(raw: bytes) -> Head | None:
         return None
     if not version.startswith("HTTP/1."):
         return None
+    fields = [line.partition(":") for line in lines[1:]]
+    if any(not sep or not name or name != name.strip() for name, sep, _ in fields):
+        return None
+    return Head(method, target, join_headers((name, value) for name, _, value in fields))
+
+
+def join_headers(fields: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Header fields by lowercased name; a repeated field's values joined with ``, ``."""
     headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
-            return None
-        key = name.lower()
-        value = value.strip()
+    for name, value in fields:
+        key, value = name.lower(), value.strip()
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    return Head(method, target, headers)
+    return headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,39 +126,51 @@ def raw_problem(refusal: Refusal) -> bytes:
     ).encode() + body
 
 
-def bearer(headers: Any) -> str | None:
-    value = str(headers.get("authorization", ""))
-    scheme, _, token = value.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+class HeadReader(Handler):
+    """Buffers a connection's first request head (at most ``MAX_HEAD`` bytes, else 431) and
+    passes it on to :meth:`head_received` with everything read so far."""
 
+    __slots__ = ("_buf",)
 
-class HttpSniffer(Handler):
-    """Reads the first request's head and routes the connection (see the module doc)."""
-
-    __slots__ = ("_buf", "front")
-
-    def __init__(self, conn: Connection, front: WebFront) -> None:
+    def __init__(self, conn: Connection) -> None:
         super().__init__(conn)
-        self.front = front
         self._buf = b""
 
     def frame_received(self, frame: bytes) -> None:
         buf = self._buf = self._buf + frame
         end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buf) > MAX_HEAD:
-                refusal = Refusal(
-                    431, "head-too-large", f"request head longer than {MAX_HEAD} bytes"
-                )
-                self.front.errors[refusal.code] += 1
-                self.conn.send(raw_problem(refusal))
-                self.conn.close(refusal.code)
-            return
-        head = parse_head(buf[:end])
+        if end >= 0:
+            self.head_received(parse_head(buf[:end]), buf, end + 4)
+        elif len(buf) > MAX_HEAD:
+            self.refuse(
+                Refusal(431, "head-too-large", f"request head longer than {MAX_HEAD} bytes")
+            )
+
+    @abc.abstractmethod
+    def head_received(self, head: Head | None, data: bytes, body: int) -> None:
+        """``head`` (``None`` if malformed) of ``data``, whose body starts at ``body``."""
+
+    def refuse(self, refusal: Refusal) -> None:
+        """Answer with a problem+json, counted as an error, and close."""
+        self.conn.server.stats.errors[refusal.code] += 1
+        self.conn.send(raw_problem(refusal))
+        self.conn.close(refusal.code)
+
+
+class HttpSniffer(HeadReader):
+    """Reads the first request's head and routes the connection (see the module doc)."""
+
+    __slots__ = ("front",)
+
+    def __init__(self, conn: Connection, front: WebFront) -> None:
+        super().__init__(conn)
+        self.front = front
+
+    def head_received(self, head: Head | None, data: bytes, body: int) -> None:
         if head is not None and head.path == "/ws":
-            self._upgrade(head, buf[end + 4 :])
+            self._upgrade(head, data[body:])
         else:
-            self._hand_to_aiohttp(buf)
+            self._hand_to_aiohttp(data)
 
     def _hand_to_aiohttp(self, data: bytes) -> None:
         transport = self.conn.transport
@@ -164,36 +187,25 @@ class HttpSniffer(Handler):
     def _upgrade(self, head: Head, rest: bytes) -> None:
         outcome = self.front.check_upgrade(head)
         if isinstance(outcome, Refusal):
-            self.front.errors[outcome.code] += 1
-            self.conn.send(raw_problem(outcome))
-            self.conn.close(outcome.code)
+            self.refuse(outcome)
             return
         session = self.front.accept(self.conn, outcome)
         if session is not None and rest:
             session.frame_received(rest)
 
 
-class HttpsRedirect(Handler):
+class HttpsRedirect(HeadReader):
     """The plain-HTTP listener of a TLS server: every request gets a 308 to its https URL."""
 
-    __slots__ = ("_buf", "https_port")
+    __slots__ = ("https_port",)
 
     def __init__(self, conn: Connection, https_port: int) -> None:
         super().__init__(conn)
         self.https_port = https_port
-        self._buf = b""
 
-    def frame_received(self, frame: bytes) -> None:
-        self._buf += frame
-        end = self._buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._buf) > MAX_HEAD:
-                self.conn.close("head-too-large")
-            return
-        head = parse_head(self._buf[:end])
+    def head_received(self, head: Head | None, data: bytes, body: int) -> None:
         if head is None or not head.target.startswith("/"):
-            self.conn.send(raw_problem(Refusal(400, "bad-request", "malformed request")))
-            self.conn.close("bad-request")
+            self.refuse(Refusal(400, "bad-request", "malformed request"))
             return
         host = urlsplit("//" + head.headers.get("host", "localhost")).hostname or "localhost"
         if ":" in host:
@@ -309,7 +321,7 @@ class WebFront:
         if origin is not None and not self.origin_allowed(origin, h.get("host", "")):
             return Refusal(403, "origin", f"origin {origin} is not allowed")
         query = head.query()
-        token = query["token"][0] if "token" in query else bearer(h)
+        token = query["token"][0] if "token" in query else middleware.bearer_token(h)
         session = None
         if token is not None:
             try:
@@ -427,11 +439,8 @@ class WebFront:
         """An upgrade on a connection aiohttp already serves (a client's keep-alive pool): the
         connection leaves aiohttp for a :class:`WsSession`, and this request's task waits,
         holding aiohttp off, until the connection closes (aiohttp then cancels it)."""
-        headers: dict[str, str] = {}
-        for name, value in request.headers.items():
-            key = name.lower()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        outcome = self.check_upgrade(Head(request.method, request.path_qs, headers))
+        head = Head(request.method, request.path_qs, join_headers(request.headers.items()))
+        outcome = self.check_upgrade(head)
         if isinstance(outcome, Refusal):
             self.errors[outcome.code] += 1
             return problem(outcome.status, outcome.code, outcome.detail, outcome.headers)
@@ -444,22 +453,24 @@ class WebFront:
         raise AssertionError("unreachable")
 
     async def _register(self, request: web.Request) -> web.Response:
-        body = await json_body(request, "user", "password")
-        accounts = self.service.accounts
-        try:
-            user, token = await accounts.register(body["user"], body["password"], address(request))
-        except AuthError as exc:
-            return problem(AUTH_STATUS.get(exc.code, 400), exc.code, str(exc))
-        return web.json_response({"user": user, "token": token}, status=201)
+        return await self._sign_in(request, self.service.accounts.register, 201)
 
     async def _login(self, request: web.Request) -> web.Response:
+        return await self._sign_in(request, self.service.accounts.login, 200)
+
+    async def _sign_in(
+        self,
+        request: web.Request,
+        attempt: Callable[[str, str, str], Awaitable[tuple[str, str]]],
+        status: int,
+    ) -> web.Response:
+        """Register or log in from a ``{"user", "password"}`` body: ``{"user", "token"}``."""
         body = await json_body(request, "user", "password")
-        accounts = self.service.accounts
         try:
-            user, token = await accounts.login(body["user"], body["password"], address(request))
+            user, token = await attempt(body["user"], body["password"], address(request))
         except AuthError as exc:
             return problem(AUTH_STATUS.get(exc.code, 400), exc.code, str(exc))
-        return web.json_response({"user": user, "token": token})
+        return web.json_response({"user": user, "token": token}, status=status)
 
     async def _logout(self, request: web.Request) -> web.Response:
         session = self._session(request)
@@ -474,11 +485,9 @@ class WebFront:
             name = check_topic(body["topic"])
             if name.startswith(("#", "@")):
                 raise HubError("bad-topic", "the API publishes into push topics, not rooms")
+            text, is_json = message_text(body["data"], self.service.hub.limits.max_line)
         except HubError as exc:
-            return problem(422, exc.code, str(exc))
-        data = body["data"]
-        is_json = not isinstance(data, str)
-        text = orjson.dumps(data).decode() if is_json else data
+            return problem(HUB_STATUS.get(exc.code, 422), exc.code, str(exc))
         offset = self.service.hub.publish(API_SENDER, name, text, is_json)
         return web.json_response({"topic": name, "offset": offset})
 
@@ -561,7 +570,7 @@ class WebFront:
             raise Problem(401, exc.code, str(exc)) from None
 
     def _require_api_key(self, request: web.Request) -> None:
-        given = request.headers.get("X-Api-Key") or bearer(request.headers) or ""
+        given = request.headers.get("X-Api-Key") or middleware.bearer_token(request.headers) or ""
         if not hmac.compare_digest(given.encode(), self.api_key.encode()):
             raise Problem(401, "bad-api-key", "send the API key as X-Api-Key")
 

@@ -13,14 +13,12 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from ..io.server import Connection, Handler
 from ..proto import ws
 from ..proto.ratelimit import TokenBucket
 from ..proto.wsapi import BadRequest, Request, error, parse_request, reply, ws_event
 from .accounts import AuthError, Session
-from .engine import HubError, Subscriber, check_topic, private_log
+from .engine import HubError, Subscriber, check_topic, message_text, private_log
 
 if TYPE_CHECKING:
     from .web import WebFront
@@ -191,17 +189,12 @@ class WsSession(Handler):
 
     def _op_pub(self, request: Request) -> None:
         name = self._topic(request.args["topic"], read=False)
-        data = request.args["data"]
-        is_json = not isinstance(data, str)
-        text = orjson.dumps(data).decode() if is_json else data
-        limit = self.front.service.hub.limits.max_line
-        if len(text.encode()) > limit:
-            raise HubError("too-large", f"data longer than {limit} bytes once encoded")
+        hub = self.front.service.hub
+        text, is_json = message_text(request.args["data"], hub.limits.max_line)
         if not self._messages.take(self.front.service.hub.clock()):
             self._rate_limited(request.id)
             return
         self._rejected = 0
-        hub = self.front.service.hub
         if name.startswith("@") and "," not in name:
             offset = hub.private(self.sub.user, name[1:], text, is_json)
             name = private_log(self.sub.user, name[1:].lower())
