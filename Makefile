@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := openssl gcc chromium nft
+APT_PACKAGES := openssl gcc chromium nft curl
 
 .PHONY: serve test lint bench bench-echo bench-hub bench-ws bench-load system-deps install clean
 
@@ -19,7 +19,8 @@ install: $(STAMP)
 
 # Debian packages the tests and benchmarks call, installed only when missing: openssl
 # (s_client, the TLS oracle), chromium (renders the load report under Playwright), nft (package
-# nftables: drops packets for the UDP loss test), gcc (builds the benchmarks' C load clients).
+# nftables: drops packets for the UDP loss test), gcc (builds the benchmarks' C load clients),
+# curl (the HTTP oracle of the TLS and `wirekit http` tests).
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
