@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -52,3 +53,23 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         code = HTTPStatus(exc.status).phrase.lower().replace(" ", "-")
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         return problem(exc.status, code, exc.reason, headers)
+
+
+async def json_body(
+    request: web.Request, *fields: str, text_fields: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """The request's JSON object, with ``fields`` present (strings unless listed apart)."""
+    if request.content_type != "application/json":
+        raise Problem(415, "content-type", "send Content-Type: application/json")
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise Problem(400, "bad-json", "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise Problem(422, "usage", "the body must be a JSON object")
+    strings = fields if text_fields is None else text_fields
+    for name in fields:
+        if name not in body or (name in strings and not isinstance(body[name], str)):
+            raise Problem(422, "usage", f"the body needs {name!r} (a string)"
+                                if name in strings else f"the body needs {name!r}")  # fmt: skip
+    return body

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from importlib import resources
 from ssl import SSLContext
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -29,7 +29,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from ..http import middleware
-from ..http.problem import Problem, problem, problem_body
+from ..http.problem import Problem, json_body, problem, problem_body
 from ..io.server import Connection, ConnectionTransport, Handler, TcpServer
 from ..proto import ws
 from .accounts import AuthError, Session
@@ -577,23 +577,3 @@ class WebFront:
 
 def address(request: web.Request) -> str:
     return str(request.remote or "?")
-
-
-async def json_body(
-    request: web.Request, *fields: str, text_fields: tuple[str, ...] | None = None
-) -> dict[str, Any]:
-    """The request's JSON object, with ``fields`` present (strings unless listed apart)."""
-    if request.content_type != "application/json":
-        raise Problem(415, "content-type", "send Content-Type: application/json")
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        raise Problem(400, "bad-json", "the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise Problem(422, "usage", "the body must be a JSON object")
-    strings = fields if text_fields is None else text_fields
-    for name in fields:
-        if name not in body or (name in strings and not isinstance(body[name], str)):
-            raise Problem(422, "usage", f"the body needs {name!r} (a string)"
-                                if name in strings else f"the body needs {name!r}")  # fmt: skip
-    return body
