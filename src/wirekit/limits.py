@@ -41,6 +41,10 @@ class Limits:
       user (token bucket); past it: 429 with ``Retry-After``.
     * ``api_max_body`` -- largest HTTP API request body; past it: 413.
     * ``request_timeout`` -- seconds an HTTP request may take (streams excepted); past it: 503.
+    * ``file_max_size`` -- largest file ``POST /api/files`` stores (it is exempt from
+      ``api_max_body``); past it: 413, and nothing is kept.
+    * ``file_types`` -- MIME types ``POST /api/files`` accepts; others: 415. HTML, SVG, XML,
+      JavaScript and CSS are refused even if listed.
     """
 
     max_connections: int = 10_000
@@ -64,6 +68,11 @@ class Limits:
     api_burst: int = 100
     api_max_body: int = 64 * KiB
     request_timeout: float = 30.0
+    file_max_size: int = 16 * MiB
+    file_types: tuple[str, ...] = (
+        "image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf",
+        "application/zip", "text/plain", "application/json", "application/octet-stream",
+    )  # fmt: skip
 
 
 DEFAULTS = Limits()

@@ -209,6 +209,34 @@ async def test_gzip_for_large_json_only(serve: Factory) -> None:
     assert "Content-Encoding" not in plain.headers
 
 
+async def test_conditional_etag_and_304(serve: Factory) -> None:
+    client = await serve(mw.conditional())
+    first = await client.get("/echo")
+    tag = first.headers["ETag"]
+    assert tag.startswith('"') and tag == mw.entity_tag(await first.read())
+    for given in (tag, f"W/{tag}", f'"other", {tag}', "*"):
+        again = await client.get("/echo", headers={"If-None-Match": given})
+        assert again.status == 304 and again.headers["ETag"] == tag
+        assert await again.read() == b""
+    other = await client.get("/echo", headers={"If-None-Match": '"stale"'})
+    assert other.status == 200 and await other.json() == {"session": None, "path": "/echo"}
+    # errors and non-JSON responses carry no tag
+    assert "ETag" not in (await client.get("/refuse")).headers
+    assert "ETag" not in (await client.get("/stream")).headers
+
+
+async def test_gzip_weakens_the_etag_of_what_it_compresses(serve: Factory) -> None:
+    client = await serve(mw.gzip_json(), mw.conditional())
+    plain = await client.get("/big", headers={"Accept-Encoding": "identity"})
+    zipped = await client.get("/big", headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert zipped.headers["ETag"] == "W/" + plain.headers["ETag"]
+    again = await client.get(
+        "/big", headers={"Accept-Encoding": "gzip", "If-None-Match": zipped.headers["ETag"]}
+    )
+    assert again.status == 304
+
+
 async def test_security_headers_reach_streamed_responses(serve: Factory) -> None:
     client = await serve(prepare=(mw.security_headers("default-src 'self'"),))
     for path in ("/echo", "/stream"):
@@ -257,7 +285,8 @@ def test_install_order_is_the_documented_one() -> None:
                request_timeout=1, streaming=lambda r: False)  # fmt: skip
     names = [m.__qualname__.split(".")[0] for m in app.middlewares]
     assert names == ["request_id", "access_log", "RequestMetrics", "recover", "problems", "cors",
-                     "body_limit", "bearer_auth", "rate_limit", "timeout", "gzip_json"]  # fmt: skip
+                     "body_limit", "bearer_auth", "rate_limit", "timeout", "gzip_json",
+                     "conditional"]  # fmt: skip
 
 
 async def test_request_metrics_by_route_and_status(serve: Factory) -> None:

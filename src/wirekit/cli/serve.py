@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from ..errors import UsageError
+from ..hub.accounts import REFRESH_TTL, TOKEN_TTL
 from ..hub.engine import TOPIC
 from ..hub.service import HubConfig, serve_until_stopped
 from ..io.loop import run
@@ -77,6 +78,13 @@ from .common import HOSTPORT, build_limits, limit_options, resolve_tls, tls_serv
     help="Largest WebSocket message a client may send (bytes); larger closes with 1009.",
 )
 @click.option(
+    "--file-max-size",
+    type=int,
+    default=DEFAULTS.file_max_size,
+    show_default=True,
+    help="Largest file POST /api/files stores (bytes); larger gets 413.",
+)
+@click.option(
     "--metrics",
     type=HOSTPORT,
     default="127.0.0.1:9107",
@@ -111,6 +119,27 @@ from .common import HOSTPORT, build_limits, limit_options, resolve_tls, tls_serv
     show_default=True,
     help="Seconds a reader may stay behind before it is disconnected.",
 )
+@click.option(
+    "--admin",
+    "admins",
+    multiple=True,
+    metavar="USER",
+    help="An administrator: may change or delete any account over the API (repeatable).",
+)
+@click.option(
+    "--token-ttl",
+    type=float,
+    default=TOKEN_TTL,
+    show_default=True,
+    help="Seconds an access token is valid (POST /api/refresh renews it).",
+)
+@click.option(
+    "--refresh-ttl",
+    type=float,
+    default=REFRESH_TTL,
+    show_default=True,
+    help="Seconds a refresh token is valid.",
+)
 @tls_server_options
 @limit_options
 def serve(
@@ -123,11 +152,15 @@ def serve(
     ws_ping_interval: float,
     ws_timeout: float,
     ws_max_message: int,
+    file_max_size: int,
     metrics: tuple[str, int],
     data_dir: str,
     message_rate: float,
     send_queue: int,
     behind_timeout: float,
+    admins: tuple[str, ...],
+    token_ttl: float,
+    refresh_ttl: float,
     tls: bool,
     cert: str | None,
     key: str | None,
@@ -149,12 +182,16 @@ def serve(
         raise UsageError("--message-rate and --behind-timeout must be > 0, --send-queue >= 1024")
     if ws_ping_interval <= 0 or ws_timeout <= 0 or ws_max_message < 125:
         raise UsageError("--ws-ping-interval and --ws-timeout must be > 0, --ws-max-message >= 125")
+    if file_max_size < 1:
+        raise UsageError("--file-max-size must be at least 1 byte")
     topics = frozenset(t.strip().lower() for t in public_topics.split(",") if t.strip())
     for topic in topics:
         if topic.startswith(("#", "@")) or not TOPIC.fullmatch(topic):
             raise UsageError(
                 f"--public-topics: {topic!r} is not a push topic name (a-z 0-9 _ . : -)"
             )
+    if token_ttl <= 0 or refresh_ttl < token_ttl:
+        raise UsageError("--token-ttl must be > 0 and --refresh-ttl at least as long")
     cert, key = resolve_tls(tls, cert, key, data_dir)
     if http_redirect is not None and cert is None:
         raise UsageError("--http-redirect needs --tls (or --cert and --key)")
@@ -171,6 +208,9 @@ def serve(
         api_key=api_key,
         allowed_origins=tuple(o.strip() for o in allowed_origins.split(",") if o.strip()),
         metrics=metrics,
+        admins=frozenset(a.lower() for a in admins),
+        token_ttl=token_ttl,
+        refresh_ttl=refresh_ttl,
         limits=replace(
             base,
             message_rate=message_rate,
@@ -181,6 +221,7 @@ def serve(
             ws_ping_interval=ws_ping_interval,
             ws_timeout=ws_timeout,
             ws_max_message=ws_max_message,
+            file_max_size=file_max_size,
         ),
         cert=cert,
         key=key,

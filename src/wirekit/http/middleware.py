@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import hashlib
 import itertools
 import logging
 import re
@@ -198,14 +199,19 @@ def cors(allowed: tuple[str, ...]) -> tuple[Middleware, Prepare]:
     return middleware, prepare
 
 
-def body_limit(max_bytes: int) -> Middleware:
+def _never(request: web.Request) -> bool:
+    return False
+
+
+def body_limit(max_bytes: int, exempt: Callable[[web.Request], bool] = _never) -> Middleware:
     """Refuses a declared ``Content-Length`` over ``max_bytes``; aiohttp's ``client_max_size``
-    (set to the same value) stops a chunked body that grows past it while being read."""
+    (set to the same value) stops a chunked body that grows past it while being read.
+    Requests ``exempt`` names stream their body and enforce a limit of their own (uploads)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         length = request.content_length
-        if length is not None and length > max_bytes:
+        if length is not None and length > max_bytes and not exempt(request):
             raise Problem(413, "too-large", f"request bodies are at most {max_bytes} bytes")
         return await handler(request)
 
@@ -279,6 +285,43 @@ def timeout(seconds: float, exempt: Callable[[web.Request], bool]) -> Middleware
     return middleware
 
 
+def entity_tag(body: bytes) -> str:
+    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+
+
+def etag_matches(tag: str, if_none_match: str) -> bool:
+    """RFC 9110 13.1.2: weak comparison against a list of tags, or ``*``."""
+    if if_none_match.strip() == "*":
+        return True
+    candidates = (t.strip().removeprefix("W/") for t in if_none_match.split(","))
+    return tag.removeprefix("W/") in candidates
+
+
+def conditional() -> Middleware:
+    """``ETag`` on successful JSON GET/HEAD responses (a hash of the body); ``If-None-Match``
+    with a matching tag gets ``304 Not Modified`` and no body."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if (
+            request.method in ("GET", "HEAD")
+            and response.status == 200
+            and isinstance(response, web.Response)
+            and isinstance(response.body, bytes)
+            and response.content_type == "application/json"
+        ):
+            tag = response.headers.setdefault(hdrs.ETAG, entity_tag(response.body))
+            given = request.headers.get(hdrs.IF_NONE_MATCH)
+            if given is not None and etag_matches(tag, given):
+                keep = (hdrs.ETAG, hdrs.CACHE_CONTROL, hdrs.VARY)
+                headers = {k: v for k, v in response.headers.items() if k in keep}
+                return web.Response(status=304, headers=headers)
+        return response
+
+    return middleware
+
+
 def gzip_json(min_size: int = GZIP_MIN) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -291,6 +334,9 @@ def gzip_json(min_size: int = GZIP_MIN) -> Middleware:
             and "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, "").lower()
         ):
             response.enable_compression(web.ContentCoding.gzip)
+            tag = response.headers.get(hdrs.ETAG)
+            if tag is not None and not tag.startswith("W/"):
+                response.headers[hdrs.ETAG] = "W/" + tag  # same content, other bytes
         return response
 
     return middleware
@@ -323,15 +369,16 @@ def install(
     request_timeout: float,
     streaming: Callable[[web.Request], bool],
     clock: Callable[[], float] = time.monotonic,
+    body_exempt: Callable[[web.Request], bool] = _never,
 ) -> RequestMetrics:
     """The whole chain, in the documented order; returns its metrics collector."""
     cors_middleware, cors_prepare = cors(origins)
     metrics = RequestMetrics()
     app.middlewares.extend([
         request_id(), access_log(), metrics.middleware, recover(), problems, cors_middleware,
-        body_limit(max_body), bearer_auth(verify, auth_skip),
+        body_limit(max_body, body_exempt), bearer_auth(verify, auth_skip),
         rate_limit(rate, burst, rate_limited, clock), timeout(request_timeout, streaming),
-        gzip_json(),
+        gzip_json(), conditional(),
     ])  # fmt: skip
     for hook in (echo_request_id, cors_prepare, security_headers(csp)):
         app.on_response_prepare.append(hook)

@@ -56,11 +56,14 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
 
 
 async def json_body(
-    request: web.Request, *fields: str, text_fields: tuple[str, ...] | None = None
+    request: web.Request,
+    *fields: str,
+    text_fields: tuple[str, ...] | None = None,
+    types: tuple[str, ...] = ("application/json",),
 ) -> dict[str, Any]:
     """The request's JSON object, with ``fields`` present (strings unless listed apart)."""
-    if request.content_type != "application/json":
-        raise Problem(415, "content-type", "send Content-Type: application/json")
+    if request.content_type not in types:
+        raise Problem(415, "content-type", f"send Content-Type: {' or '.join(types)}")
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:

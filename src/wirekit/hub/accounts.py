@@ -3,6 +3,12 @@
 Usernames: 2-32 characters, lowercase ASCII letters, digits, ``_`` and ``-``, starting with a
 letter (input is lowercased). Passwords: 8-1024 characters. Tokens are HS256 JWTs signed with
 ``DATA/secret.key`` (created on first start, mode 0600); every front accepts the same tokens.
+
+A login starts a *session* and gets two tokens that name it (``sid``): a short-lived access
+token (``token_ttl``, 1 hour) for the fronts, and a refresh token (``refresh_ttl``, 30 days)
+that :meth:`Accounts.refresh` exchanges, once, for a new pair. Presenting a refresh token a
+second time revokes its whole session (it was stolen, or the client is broken). Logging out
+revokes the session: both tokens stop working.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 from argon2 import PasswordHasher
@@ -27,7 +34,8 @@ from .store import Store
 
 USERNAME = re.compile(r"[a-z][a-z0-9_-]{1,31}")
 MIN_PASSWORD, MAX_PASSWORD = 8, 1024
-TOKEN_TTL = 7 * 24 * 3600.0
+TOKEN_TTL = 3600.0
+REFRESH_TTL = 30 * 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +45,21 @@ class Session:
     user: str
     id: str
     expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a login, a registration or a refresh returns."""
+
+    user: str
+    token: str  # the access token
+    refresh_token: str
+    session: Session
+    expires_in: float  # seconds the access token is valid for
+
+    def json(self) -> dict[str, Any]:
+        return {"user": self.user, "token": self.token, "refresh_token": self.refresh_token,
+                "token_type": "Bearer", "expires_in": int(self.expires_in)}  # fmt: skip
 
 
 class AuthError(WirekitError):
@@ -55,11 +78,6 @@ def check_username(name: str) -> str:
             "usernames are 2-32 characters: a-z, 0-9, _ and -, starting with a letter",
         )
     return name
-
-
-def token_id(token: str) -> str:
-    """The ``jti`` of a token this server issued (not verified: use on checked tokens)."""
-    return str(jwt.decode(token, options={"verify_signature": False}).get("jti", ""))
 
 
 def load_secret(path: Path, make: Callable[[], bytes]) -> bytes:
@@ -92,31 +110,30 @@ class Accounts:
         limits: Limits = DEFAULTS,
         hasher: PasswordHasher | None = None,
         token_ttl: float = TOKEN_TTL,
+        refresh_ttl: float = REFRESH_TTL,
     ) -> None:
         self._store = store
         self._key = key
         self._hasher = hasher or PasswordHasher()  # argon2id, RFC 9106 low-memory profile
-        self._token_ttl = token_ttl
+        self.token_ttl = token_ttl
+        self.refresh_ttl = refresh_ttl
         self._per_user = KeyedBuckets(limits.login_per_user / 60, limits.login_per_user)
         self._per_address = KeyedBuckets(limits.login_per_address / 60, limits.login_per_address)
         # A hash to verify against for unknown users, so timing does not reveal who exists.
         self._dummy = self._hasher.hash(secrets.token_hex(8))
 
-    async def register(self, name: str, password: str, address: str) -> tuple[str, str]:
-        """Create the account; returns ``(user, token)``."""
+    async def register(self, name: str, password: str, address: str) -> Grant:
+        """Create the account and log it in."""
         name = check_username(name)
-        if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-            raise AuthError(
-                "bad-password", f"passwords are {MIN_PASSWORD}-{MAX_PASSWORD} characters"
-            )
+        self.check_password(password)
         self._throttle(name, address)
         hashed = await asyncio.to_thread(self._hasher.hash, password)
         if not self._store.create_user(name, hashed):
             raise AuthError("name-taken", f"the name {name} is taken")
-        return name, self.issue(name)
+        return self.grant(name)
 
-    async def login(self, name: str, password: str, address: str) -> tuple[str, str]:
-        """Check the password; returns ``(user, token)``."""
+    async def login(self, name: str, password: str, address: str) -> Grant:
+        """Check the password and start a session."""
         name = name.lower()
         self._throttle(name, address)
         stored = self._store.password_hash(name)
@@ -126,26 +143,33 @@ class Accounts:
             stored = None
         if stored is None:
             raise AuthError("bad-login", "wrong user name or password")
-        return name, self.issue(name)
+        return self.grant(name)
 
-    def issue(self, name: str) -> str:
-        now = int(time.time())
-        claims = {"sub": name, "iat": now, "exp": now + int(self._token_ttl)}
-        return jwt.encode({**claims, "jti": secrets.token_hex(8)}, self._key, algorithm="HS256")
+    @staticmethod
+    def check_password(password: str) -> None:
+        if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+            raise AuthError(
+                "bad-password", f"passwords are {MIN_PASSWORD}-{MAX_PASSWORD} characters"
+            )
 
-    def verify(self, token: str) -> str:
-        """The user a token was issued to; :class:`AuthError` if forged, revoked or expired."""
-        return self.session(token).user
+    def grant(self, name: str, sid: str | None = None) -> Grant:
+        """A new access and refresh token for ``name``, in session ``sid`` (default: new)."""
+        now = time.time()
+        sid = sid or secrets.token_hex(8)
+        session = Session(name, sid, now + self.token_ttl)
+        access = self._sign({"sub": name, "iat": now, "exp": session.expires, "jti": sid,
+                             "typ": "access"})  # fmt: skip
+        jti = secrets.token_hex(8)
+        refresh = self._sign({"sub": name, "iat": now, "exp": now + self.refresh_ttl,
+                              "jti": jti, "sid": sid, "typ": "refresh"})  # fmt: skip
+        return Grant(name, access, refresh, session, self.token_ttl)
 
     def session(self, token: str) -> Session:
-        try:
-            claims = jwt.decode(
-                token, self._key, algorithms=["HS256"], options={"require": ["sub", "exp"]}
-            )
-        except jwt.ExpiredSignatureError:
-            raise AuthError("token-expired", "the token has expired; log in again") from None
-        except jwt.PyJWTError:
-            raise AuthError("bad-token", "the token is not valid") from None
+        """The session of an access token; :class:`AuthError` if forged, revoked, expired or
+        a refresh token."""
+        claims = self._claims(token)
+        if claims.get("typ", "access") != "access":
+            raise AuthError("bad-token", "that is a refresh token: POST it to /api/refresh")
         session = Session(str(claims["sub"]), str(claims.get("jti", "")), float(claims["exp"]))
         if session.id and self._store.revoked(session.id):
             raise AuthError("bad-token", "the token was revoked (logged out)")
@@ -153,10 +177,43 @@ class Accounts:
             raise AuthError("bad-token", "the token's account no longer exists")
         return session
 
-    def revoke(self, session: Session) -> None:
-        """Log out: the token is refused from now on."""
-        self._store.revoke(session.id, session.expires)
+    def refresh(self, refresh_token: str) -> Grant:
+        """Exchange a refresh token, once, for a new pair in the same session."""
+        claims = self._claims(refresh_token)
+        if claims.get("typ") != "refresh":
+            raise AuthError("bad-token", "that is not a refresh token")
+        user, sid, jti = str(claims["sub"]), str(claims["sid"]), str(claims["jti"])
+        if self._store.revoked(sid):
+            raise AuthError("bad-token", "the session was revoked (logged out)")
+        if self._store.revoked(jti):
+            self._store.revoke(sid, time.time() + self.refresh_ttl)
+            self._store.commit()
+            raise AuthError("bad-token", "the refresh token was already used: session revoked")
+        if self._store.password_hash(user) is None:
+            raise AuthError("bad-token", "the token's account no longer exists")
+        self._store.revoke(jti, float(claims["exp"]))
         self._store.commit()
+        return self.grant(user, sid)
+
+    def revoke(self, session: Session) -> None:
+        """Log out: every token of the session is refused from now on."""
+        self._store.revoke(session.id, time.time() + max(self.token_ttl, self.refresh_ttl))
+        self._store.commit()
+
+    def _sign(self, claims: dict[str, Any]) -> str:
+        return jwt.encode(claims, self._key, algorithm="HS256")
+
+    def _claims(self, token: str) -> dict[str, Any]:
+        try:
+            return jwt.decode(
+                token, self._key, algorithms=["HS256"], options={"require": ["sub", "exp", "jti"]}
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError(
+                "token-expired", "the token has expired: refresh it or log in again"
+            ) from None
+        except jwt.PyJWTError:
+            raise AuthError("bad-token", "the token is not valid") from None
 
     def _throttle(self, name: str, address: str) -> None:
         now = time.monotonic()

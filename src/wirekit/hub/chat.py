@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ..io.server import Connection, Handler
 from ..proto.chat import BadLine, ChatReader, Command, Mode, help_lines
 from ..proto.ratelimit import TokenBucket
-from .accounts import AuthError, token_id
+from .accounts import AuthError, Grant
 from .engine import Encoded, HubError, Subscriber, check_log, check_room
 
 if TYPE_CHECKING:
@@ -112,7 +112,8 @@ class ChatSession(Handler):
         self._begin_login("login", accounts.login(user, password, self._address()))
 
     def _cmd_auth(self, token: str) -> None:
-        self._logged_in("auth", self.service.accounts.verify(token), token)
+        session = self.service.accounts.session(token)
+        self._logged_in("auth", session.user, token, session.id)
 
     def _cmd_join(self, room: str) -> None:
         assert self.sub is not None
@@ -174,7 +175,7 @@ class ChatSession(Handler):
         self._set_mode("text")
 
     # -- helpers ------------------------------------------------------------------------------
-    def _begin_login(self, command: str, attempt: Coroutine[Any, Any, tuple[str, str]]) -> None:
+    def _begin_login(self, command: str, attempt: Coroutine[Any, Any, Grant]) -> None:
         if self.sub is not None:
             attempt.close()
             self._error("logged-in", f"already logged in as {self.sub.user}")
@@ -182,14 +183,12 @@ class ChatSession(Handler):
         self._pending = []
         self.service.spawn(self._finish_login(command, attempt))
 
-    async def _finish_login(
-        self, command: str, attempt: Coroutine[Any, Any, tuple[str, str]]
-    ) -> None:
+    async def _finish_login(self, command: str, attempt: Coroutine[Any, Any, Grant]) -> None:
         try:
-            user, token = await attempt
+            grant = await attempt
             if self.conn.transport is None or self.conn.transport.is_closing():
                 return
-            self._logged_in(command, user, token)
+            self._logged_in(command, grant.user, grant.token, grant.session.id)
         except AuthError as exc:
             self._error(exc.code, str(exc))
         pending, self._pending = self._pending or [], None
@@ -199,12 +198,12 @@ class ChatSession(Handler):
             else:
                 self._handle(event)
 
-    def _logged_in(self, command: str, user: str, token: str) -> None:
+    def _logged_in(self, command: str, user: str, token: str, session_id: str) -> None:
         if self.sub is not None:
             self._error("logged-in", f"already logged in as {self.sub.user}")
             return
         sub = self.sub = ChatSubscriber(self, user)
-        sub.session_id = token_id(token)
+        sub.session_id = session_id
         logs = self.service.hub.attach(sub)
         rooms = [{"room": lg.name, "head": lg.head, "epoch": lg.epoch} for lg in logs]
         self.room = next((lg.name for lg in logs if not lg.private), None)
@@ -242,6 +241,7 @@ class ChatSession(Handler):
 _BYE = {
     "kicked": "an administrator closed this session",
     "logged-out": "this session was logged out",
+    "account-deleted": "this account was deleted",
 }
 _OPEN = {"register", "login", "auth", "quit", "help", "json", "text"}
 

@@ -278,6 +278,17 @@ class Hub:
             sub.disconnect(reason)
         return len(subs)
 
+    def delete_user(self, user: str) -> int:
+        """Delete the account: it leaves every room (members are told) and conversation, and
+        its connections are closed; returns how many."""
+        if not self.store.delete_user(user):
+            raise HubError("no-such-user", f"no user {user}")
+        for log in self.logs_of(user):
+            if not log.private:
+                self._tell([log], {"type": "leave", "room": log.name, "user": user})
+            log.members.discard(user)
+        return self.kick(user, "account-deleted")
+
     def overdue(self, now: float) -> list[Subscriber]:
         """Subscribers behind for longer than ``behind_timeout``: the front disconnects them."""
         deadline = now - self.limits.behind_timeout

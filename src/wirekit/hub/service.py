@@ -22,7 +22,7 @@ from ..io.sockets import format_hostport
 from ..io.stats import ServerSnapshot
 from ..io.tls import server_context
 from ..limits import Limits
-from .accounts import Accounts, load_api_key, load_key
+from .accounts import REFRESH_TTL, TOKEN_TTL, Accounts, load_api_key, load_key
 from .chat import ChatSession
 from .engine import Hub
 from .store import SqliteStore
@@ -44,6 +44,9 @@ class HubConfig:
     http_redirect: tuple[str, int] | None = None  # with TLS: plain HTTP here -> 308 to https
     metrics: tuple[str, int] | None = ("127.0.0.1", 9107)
     limits: Limits = field(default_factory=Limits)
+    admins: frozenset[str] = frozenset()  # may change or delete any account, add to any room
+    token_ttl: float = TOKEN_TTL  # seconds an access token is valid
+    refresh_ttl: float = REFRESH_TTL  # seconds a refresh token is valid
     cert: str | None = None
     key: str | None = None
 
@@ -90,7 +93,8 @@ class HubService:
         self.store = SqliteStore(config.data_dir, defer=asyncio.get_running_loop().call_soon)
         self.hub = Hub(self.store, config.limits)
         key = load_key(config.data_dir)
-        self.accounts = Accounts(self.store, key, config.limits, hasher=hasher)
+        self.accounts = Accounts(self.store, key, config.limits, hasher, config.token_ttl,
+                                 config.refresh_ttl)  # fmt: skip
         ssl = server_context(config.cert, config.key) if config.cert and config.key else None
         self.chat = TcpServer(
             lambda conn: ChatSession(conn, self),

@@ -13,11 +13,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+import orjson
 
 from ..errors import UsageError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,13 @@ class StoredMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class UserRecord:
+    name: str
+    created: float
+    profile: dict[str, Any]  # display_name, bio, age: see wirekit.hub.rest
+
+
+@dataclass(frozen=True, slots=True)
 class LogInfo:
     name: str
     epoch: str
@@ -41,7 +50,19 @@ class Store(Protocol):
     def create_user(self, name: str, password_hash: str) -> bool:
         """Add an account; ``False`` if the name is taken."""
 
-    def password_hash(self, name: str) -> str | None: ...
+    def password_hash(self, name: str) -> str | None:
+        """The account's hash; ``None`` if there is no such account (or it was deleted)."""
+
+    def user(self, name: str) -> UserRecord | None: ...
+
+    def users(self, prefix: str, after: str, limit: int) -> list[UserRecord]:
+        """Accounts whose names start with ``prefix`` and sort after ``after``, by name."""
+
+    def set_profile(self, name: str, profile: dict[str, Any]) -> None: ...
+
+    def delete_user(self, name: str) -> bool:
+        """Delete the account and its memberships. The name stays taken (a tombstone), so
+        nobody can inherit its conversations. ``False`` if there was no such account."""
 
     def logs(self) -> list[LogInfo]: ...
 
@@ -76,7 +97,8 @@ class Store(Protocol):
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
-    name TEXT PRIMARY KEY, hash TEXT NOT NULL, created REAL NOT NULL);
+    name TEXT PRIMARY KEY, hash TEXT NOT NULL, created REAL NOT NULL,
+    profile TEXT NOT NULL DEFAULT '{}', deleted REAL);
 CREATE TABLE IF NOT EXISTS logs (
     name TEXT PRIMARY KEY, epoch TEXT NOT NULL, head INTEGER NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS members (
@@ -89,7 +111,11 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE TABLE IF NOT EXISTS revoked (
     id TEXT PRIMARY KEY, expires REAL NOT NULL) WITHOUT ROWID;
 """
-_MIGRATIONS = {1: "ALTER TABLE messages ADD COLUMN json INTEGER NOT NULL DEFAULT 0"}
+_MIGRATIONS = {  # from version N to N + 1
+    1: ["ALTER TABLE messages ADD COLUMN json INTEGER NOT NULL DEFAULT 0"],
+    2: ["ALTER TABLE users ADD COLUMN profile TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE users ADD COLUMN deleted REAL"],
+}  # fmt: skip
 
 
 _COLUMNS = "log, offset, ts, sender, text, json"
@@ -122,20 +148,55 @@ class SqliteStore:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise UsageError(f"{path}/hub.db is from a newer wirekit (schema {version})")
-        if version in _MIGRATIONS:
-            db.execute(_MIGRATIONS[version])
+        for step in range(version, SCHEMA_VERSION) if version else ():
+            for statement in _MIGRATIONS[step]:
+                db.execute(statement)
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def create_user(self, name: str, password_hash: str) -> bool:
         cur = self._db.execute(
-            "INSERT OR IGNORE INTO users VALUES (?, ?, ?)", (name, password_hash, time.time())
+            "INSERT OR IGNORE INTO users (name, hash, created) VALUES (?, ?, ?)",
+            (name, password_hash, time.time()),
         )
         return cur.rowcount == 1
 
     def password_hash(self, name: str) -> str | None:
-        row = self._db.execute("SELECT hash FROM users WHERE name = ?", (name,)).fetchone()
+        row = self._db.execute(
+            "SELECT hash FROM users WHERE name = ? AND deleted IS NULL", (name,)
+        ).fetchone()
         return None if row is None else str(row[0])
+
+    def user(self, name: str) -> UserRecord | None:
+        row = self._db.execute(
+            "SELECT name, created, profile FROM users WHERE name = ? AND deleted IS NULL", (name,)
+        ).fetchone()
+        return None if row is None else UserRecord(row[0], row[1], orjson.loads(row[2]))
+
+    def users(self, prefix: str, after: str, limit: int) -> list[UserRecord]:
+        rows = self._db.execute(
+            "SELECT name, created, profile FROM users WHERE name > ? AND name >= ?"
+            " AND name < ? AND deleted IS NULL ORDER BY name LIMIT ?",
+            (after, prefix, prefix + "\x7f", limit),
+        )
+        return [UserRecord(row[0], row[1], orjson.loads(row[2])) for row in rows]
+
+    def set_profile(self, name: str, profile: dict[str, Any]) -> None:
+        self._db.execute(
+            "UPDATE users SET profile = ? WHERE name = ?", (orjson.dumps(profile).decode(), name)
+        )
+
+    def delete_user(self, name: str) -> bool:
+        self.commit()
+        with self._db:
+            self._db.execute("BEGIN")
+            cur = self._db.execute(
+                "UPDATE users SET hash = '', profile = '{}', deleted = ?"
+                " WHERE name = ? AND deleted IS NULL",
+                (time.time(), name),
+            )
+            self._db.execute("DELETE FROM members WHERE user = ?", (name,))
+        return cur.rowcount == 1
 
     def logs(self) -> list[LogInfo]:
         rows = self._db.execute("SELECT name, epoch, head FROM logs ORDER BY name").fetchall()

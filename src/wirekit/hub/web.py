@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import hmac
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from importlib import resources
@@ -29,11 +28,13 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from ..http import middleware
-from ..http.problem import Problem, json_body, problem, problem_body
+from ..http.problem import Problem, problem, problem_body
 from ..io.server import Connection, ConnectionTransport, Handler, TcpServer
 from ..proto import ws
 from .accounts import AuthError, Session
-from .engine import API_SENDER, HubError, Subscriber, check_topic, message_text
+from .engine import HubError, Subscriber, check_topic
+from .openapi import spec
+from .rest import API_KEY_PATHS, HUB_STATUS, RestApi
 from .ws import WsSession
 
 if TYPE_CHECKING:
@@ -42,21 +43,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("wirekit.hub.web")
 
 MAX_HEAD = 16 * 1024  # bytes of the first request's head, read before it is routed
-API_KEY_PATHS = frozenset({"/api/publish", "/api/kick"})  # these take the API key, not a token
 PAGE_FILES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}
 CSP = (
     "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; "
     "script-src 'self'; frame-ancestors 'none'"
 )
-AUTH_STATUS = {"bad-login": 401, "bad-token": 401, "token-expired": 401, "name-taken": 409,
-               "bad-username": 422, "bad-password": 422, "rate-limited": 429}  # fmt: skip
-HUB_STATUS = {
-    "too-large": 413,
-    "not-a-member": 403,
-    "no-such-room": 404,
-    "no-such-user": 404,
-    "not-public": 401,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,11 +399,7 @@ class WebFront:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/ws", self._late_upgrade)
         app.router.add_get("/sse", self._sse)
-        app.router.add_post("/api/users", self._register)
-        app.router.add_post("/api/login", self._login)
-        app.router.add_post("/api/logout", self._logout)
-        app.router.add_post("/api/publish", self._publish)
-        app.router.add_post("/api/kick", self._kick)
+        RestApi(self.service, self.api_key, self._session, spec()).add_routes(app.router)
         return app
 
     def _file(self, name: str) -> web.Response:
@@ -451,51 +438,6 @@ class WebFront:
         self.accept(conn, outcome, lambda: bridge.proto.connection_lost(None))
         await asyncio.get_running_loop().create_future()  # cancelled when the socket closes
         raise AssertionError("unreachable")
-
-    async def _register(self, request: web.Request) -> web.Response:
-        return await self._sign_in(request, self.service.accounts.register, 201)
-
-    async def _login(self, request: web.Request) -> web.Response:
-        return await self._sign_in(request, self.service.accounts.login, 200)
-
-    async def _sign_in(
-        self,
-        request: web.Request,
-        attempt: Callable[[str, str, str], Awaitable[tuple[str, str]]],
-        status: int,
-    ) -> web.Response:
-        """Register or log in from a ``{"user", "password"}`` body: ``{"user", "token"}``."""
-        body = await json_body(request, "user", "password")
-        try:
-            user, token = await attempt(body["user"], body["password"], address(request))
-        except AuthError as exc:
-            return problem(AUTH_STATUS.get(exc.code, 400), exc.code, str(exc))
-        return web.json_response({"user": user, "token": token}, status=status)
-
-    async def _logout(self, request: web.Request) -> web.Response:
-        session = self._session(request)
-        self.service.accounts.revoke(session)
-        self.service.hub.kick(session.user, "logged-out", session.id)
-        return web.Response(status=204)
-
-    async def _publish(self, request: web.Request) -> web.Response:
-        self._require_api_key(request)
-        body = await json_body(request, "topic", "data", text_fields=("topic",))
-        try:
-            name = check_topic(body["topic"])
-            if name.startswith(("#", "@")):
-                raise HubError("bad-topic", "the API publishes into push topics, not rooms")
-            text, is_json = message_text(body["data"], self.service.hub.limits.max_line)
-        except HubError as exc:
-            return problem(HUB_STATUS.get(exc.code, 422), exc.code, str(exc))
-        offset = self.service.hub.publish(API_SENDER, name, text, is_json)
-        return web.json_response({"topic": name, "offset": offset})
-
-    async def _kick(self, request: web.Request) -> web.Response:
-        self._require_api_key(request)
-        user = str((await json_body(request, "user"))["user"]).lower()
-        closed = self.service.hub.kick(user, "kicked")
-        return web.json_response({"user": user, "closed": closed})
 
     async def _sse(self, request: web.Request) -> web.StreamResponse:
         topics = request.query.getall("topic", [])
@@ -568,12 +510,3 @@ class WebFront:
             return self.service.accounts.session(token)
         except AuthError as exc:
             raise Problem(401, exc.code, str(exc)) from None
-
-    def _require_api_key(self, request: web.Request) -> None:
-        given = request.headers.get("X-Api-Key") or middleware.bearer_token(request.headers) or ""
-        if not hmac.compare_digest(given.encode(), self.api_key.encode()):
-            raise Problem(401, "bad-api-key", "send the API key as X-Api-Key")
-
-
-def address(request: web.Request) -> str:
-    return str(request.remote or "?")

@@ -28,7 +28,11 @@ log = logging.getLogger("wirekit.hub.ws")
 FRAME_RATE_FACTOR = 10  # frames of any kind per second, as a multiple of message_rate
 DEFAULT_HISTORY = 50
 _PING = ws.frame(ws.PING, b"")
-_CLOSE_REASONS = {"kicked": "kicked", "logged-out": "logged out"}
+_CLOSE_REASONS = {
+    "kicked": "kicked",
+    "logged-out": "logged out",
+    "account-deleted": "account deleted",
+}
 
 
 class WsSubscriber(Subscriber):
