@@ -9,8 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .conftest import HubFixture
-from .test_ws import Web, restart, web  # noqa: F401  (web is a fixture)
+from .conftest import HubFixture, Web, restart
 
 pytestmark = pytest.mark.anyio
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-import socket
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,130 +15,9 @@ from wirekit.io.tls import client_context
 from wirekit.proto import ws
 
 from ..conftest import free_port
-from .conftest import HubFixture
+from .conftest import HubFixture, Web, restart
 
 pytestmark = pytest.mark.anyio
-_ids = itertools.count(1)
-
-
-class WsPeer:
-    def __init__(self, session: aiohttp.ClientSession, sock: aiohttp.ClientWebSocketResponse):
-        self.session = session
-        self.ws = sock
-        self.hello: dict[str, Any] = {}
-        self.skipped: list[dict[str, Any]] = []
-
-    async def event(self, timeout: float = 5.0) -> dict[str, Any]:
-        msg = await self.ws.receive(timeout)
-        if msg.type != aiohttp.WSMsgType.TEXT:
-            raise ConnectionError(f"got {msg.type} {msg.data!r} {msg.extra!r}")
-        event: dict[str, Any] = json.loads(msg.data)
-        return event
-
-    async def expect(
-        self, match: Callable[[dict[str, Any]], bool], timeout: float = 5.0
-    ) -> dict[str, Any]:
-        """The first event that matches; the others stay queued for later calls, in order."""
-        for i, event in enumerate(self.skipped):
-            if match(event):
-                return self.skipped.pop(i)
-        async with asyncio.timeout(timeout):
-            while True:
-                event = await self.event(timeout)
-                if match(event):
-                    return event
-                self.skipped.append(event)
-
-    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        rid = next(_ids)
-        await self.ws.send_str(json.dumps({"op": op, "id": rid, **fields}))
-        return await self.expect(lambda e: e.get("id") == rid)
-
-    async def ok(self, op: str, **fields: Any) -> dict[str, Any]:
-        reply = await self.request(op, **fields)
-        assert reply["op"] in ("ok", "pong"), reply
-        return reply
-
-    async def closed(self, timeout: float = 5.0) -> tuple[int | None, str]:
-        """Read until the server's close frame: its code and reason."""
-        async with asyncio.timeout(timeout):
-            while True:
-                msg = await self.ws.receive()
-                if msg.type == aiohttp.WSMsgType.CLOSE:
-                    return int(msg.data), str(msg.extra or "")
-                if msg.type == aiohttp.WSMsgType.CLOSED:
-                    return None, "no close frame"
-
-
-class Web:
-    """HTTP-side helpers around a :class:`HubFixture` with its HTTP front on."""
-
-    def __init__(self, hub: HubFixture, session: aiohttp.ClientSession) -> None:
-        self.hub = hub
-        self.session = session
-        self.peers: list[WsPeer] = []
-        self.raws: list[RawWs] = []
-
-    def raw(self, rcvbuf: int | None = None) -> RawWs:
-        raw = RawWs(int(self.base.rsplit(":", 1)[1]), rcvbuf)
-        self.raws.append(raw)
-        return raw
-
-    @property
-    def base(self) -> str:
-        assert self.hub.service is not None and self.hub.service.web is not None
-        return f"http://127.0.0.1:{self.hub.service.web.server.address[1]}"
-
-    @property
-    def api_key(self) -> str:
-        assert self.hub.service is not None and self.hub.service.web is not None
-        return self.hub.service.web.api_key
-
-    async def token(self, user: str, register: bool = True) -> str:
-        path = "/api/users" if register else "/api/login"
-        body = {"user": user, "password": f"password-{user}"}
-        async with self.session.post(self.base + path, json=body) as resp:
-            assert resp.status in (200, 201), await resp.text()
-            return str((await resp.json())["token"])
-
-    async def connect(self, query: str = "", **kwargs: Any) -> WsPeer:
-        sock = await self.session.ws_connect(f"{self.base}/ws{query}", **kwargs)
-        peer = WsPeer(self.session, sock)
-        peer.hello = await peer.event()
-        assert peer.hello["op"] == "hello"
-        self.peers.append(peer)
-        return peer
-
-    async def user(self, name: str, register: bool = True) -> WsPeer:
-        token = await self.token(name, register)
-        peer = await self.connect()
-        reply = await peer.ok("auth", token=token)
-        assert reply["user"] == name
-        return peer
-
-    async def publish(
-        self, topic: str, data: Any, key: str | None = None
-    ) -> aiohttp.ClientResponse:
-        headers = {"X-Api-Key": self.api_key if key is None else key}
-        body = {"topic": topic, "data": data}
-        return await self.session.post(self.base + "/api/publish", json=body, headers=headers)
-
-
-@pytest.fixture
-async def web(hub: HubFixture) -> AsyncIterator[Web]:
-    async with aiohttp.ClientSession() as session:
-        fixture = Web(hub, session)
-        yield fixture
-        for peer in fixture.peers:
-            await peer.ws.close()
-        for raw in fixture.raws:
-            raw.sock.close()
-
-
-async def restart(hub: HubFixture, **config: Any) -> None:
-    await hub.stop()
-    hub.config.update(config)
-    await hub.start()
 
 
 def msgs(events: list[dict[str, Any]]) -> list[Any]:
@@ -421,46 +297,6 @@ async def test_persistent_flooding_is_rate_limited_then_closed(hub: HubFixture, 
     assert codes and set(codes) == {"rate-limited"}
     assert len([r for r in replies if r["op"] == "ok"]) == 5
     assert peer.ws.close_code == ws.POLICY
-
-
-class RawWs:
-    """A hand-made client: frames the libraries refuse to send."""
-
-    def __init__(self, port: int, rcvbuf: int | None = None) -> None:
-        self.sock = socket.socket()
-        if rcvbuf is not None:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(5)
-        self.sock.connect(("127.0.0.1", port))
-
-    def handshake(self, *headers: str, target: str = "/ws") -> bytes:
-        lines = [f"GET {target} HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket",
-                 "Connection: Upgrade", "Sec-WebSocket-Version: 13",
-                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", *headers]  # fmt: skip
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        return self.read_head()
-
-    def read_head(self) -> bytes:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        self.rest = data.partition(b"\r\n\r\n")[2]
-        return data
-
-    def close_code(self) -> int:
-        data = self.rest
-        while True:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        events = ws.FrameParser(server=False).receive_data(data)
-        closes = [e for e in events if isinstance(e, ws.Close)]
-        assert closes, events
-        return closes[0].code or 0
 
 
 @pytest.mark.parametrize(
