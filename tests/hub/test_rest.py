@@ -292,3 +292,23 @@ async def test_rooms_members_and_messages(hub: HubFixture, web: Web) -> None:
     bob.grant = await login(web, "bob")
     _, members, _ = await bob.call("GET", "/api/rooms/dev/members", 200)
     assert [m["user"] for m in members["items"]] == ["alice", "root"]
+
+
+async def test_rate_limits_answer_429_with_retry_after(hub: HubFixture, web: Web) -> None:
+    await hub.stop()
+    await hub.start(api_rate=1.0, api_burst=3, login_per_user=2)
+    alice = await register(web, "alice")  # one login attempt and one API request spent
+    statuses = [(await alice.call("GET", "/api/users/alice"))[0] for _ in range(4)]
+    assert statuses[:2] == [200, 200] and statuses[-1] == 429, statuses
+    status, problem, resp = await alice.call("GET", "/api/users/alice")
+    assert status == 429 and problem["status"] == 429 and int(resp.headers["Retry-After"]) >= 1
+    await asyncio.sleep(1.1)  # the bucket refills at api_rate
+    assert (await alice.call("GET", "/api/users/alice"))[0] == 200
+    await hub.stop()
+    await hub.start(api_rate=50.0, api_burst=100, login_per_user=2)
+    body = {"user": "alice", "password": "wrong-password"}
+    for status in (401, 401, 429):  # two attempts a minute for one account
+        async with web.session.post(web.base + "/api/login", json=body) as resp:
+            problem = await resp.json()
+            assert resp.status == status, problem
+    assert problem["detail"] == "too many login attempts; wait a minute"
