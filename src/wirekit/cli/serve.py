@@ -16,6 +16,10 @@ from ..io.loop import run
 from ..limits import DEFAULTS
 from .common import HOSTPORT, build_limits, limit_options, resolve_tls, tls_server_options
 
+# Login attempts per client address per minute, as a multiple of those per account (the
+# defaults: 20 and 5).
+LOGIN_ADDRESS_FACTOR = DEFAULTS.login_per_address // DEFAULTS.login_per_user
+
 
 @click.command(short_help="The messaging hub: TCP chat, WebSocket, SSE, browser page, metrics.")
 @click.option(
@@ -106,6 +110,20 @@ from .common import HOSTPORT, build_limits, limit_options, resolve_tls, tls_serv
     help="Messages per second one connection may send (burst: twice that).",
 )
 @click.option(
+    "--api-rate",
+    type=float,
+    default=DEFAULTS.api_rate,
+    show_default=True,
+    help="HTTP /api requests per second per client address and per user (burst: twice that).",
+)
+@click.option(
+    "--login-rate",
+    type=int,
+    default=DEFAULTS.login_per_user,
+    show_default=True,
+    help="Login and register attempts per minute per account (per address: 4 times that).",
+)
+@click.option(
     "--send-queue",
     type=int,
     default=DEFAULTS.write_buffer_high,
@@ -156,6 +174,8 @@ def serve(
     metrics: tuple[str, int],
     data_dir: str,
     message_rate: float,
+    api_rate: float,
+    login_rate: int,
     send_queue: int,
     behind_timeout: float,
     admins: tuple[str, ...],
@@ -180,6 +200,8 @@ def serve(
     """
     if message_rate <= 0 or send_queue < 1024 or behind_timeout <= 0:
         raise UsageError("--message-rate and --behind-timeout must be > 0, --send-queue >= 1024")
+    if api_rate <= 0 or login_rate < 1:
+        raise UsageError("--api-rate must be > 0 and --login-rate at least 1")
     if ws_ping_interval <= 0 or ws_timeout <= 0 or ws_max_message < 125:
         raise UsageError("--ws-ping-interval and --ws-timeout must be > 0, --ws-max-message >= 125")
     if file_max_size < 1:
@@ -215,6 +237,10 @@ def serve(
             base,
             message_rate=message_rate,
             message_burst=max(1, int(message_rate * 2)),
+            api_rate=api_rate,
+            api_burst=max(1, int(api_rate * 2)),
+            login_per_user=login_rate,
+            login_per_address=login_rate * LOGIN_ADDRESS_FACTOR,
             write_buffer_high=send_queue,
             write_buffer_low=send_queue // 4,
             behind_timeout=behind_timeout,

@@ -33,6 +33,7 @@ from ..io.server import Connection, ConnectionTransport, Handler, TcpServer
 from ..proto import ws
 from .accounts import AuthError, Session
 from .engine import HubError, Subscriber, check_topic
+from .files import FileApi
 from .openapi import spec
 from .rest import API_KEY_PATHS, HUB_STATUS, RestApi
 from .ws import WsSession
@@ -382,6 +383,7 @@ class WebFront:
     def _app(self) -> web.Application:
         limits = self.service.hub.limits
         app = web.Application(client_max_size=limits.api_max_body)
+        files = FileApi(self.service, self._session)
         self.request_metrics = middleware.install(
             app, csp=CSP, origins=self.allowed_origins, max_body=limits.api_max_body,
             rate=limits.api_rate, burst=limits.api_burst,
@@ -390,7 +392,7 @@ class WebFront:
             auth_skip=lambda r: r.path in API_KEY_PATHS,
             request_timeout=limits.request_timeout,
             streaming=lambda r: r.path in ("/sse", "/ws"),
-            clock=self.service.hub.clock,
+            clock=self.service.hub.clock, body_exempt=files.streams_body,
         )  # fmt: skip
         page = resources.files("wirekit.hub") / "static"
         self._page = {name: page.joinpath(name).read_bytes() for name in PAGE_FILES}
@@ -399,7 +401,9 @@ class WebFront:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/ws", self._late_upgrade)
         app.router.add_get("/sse", self._sse)
-        RestApi(self.service, self.api_key, self._session, spec()).add_routes(app.router)
+        api = spec(*files.openapi())
+        RestApi(self.service, self.api_key, self._session, api).add_routes(app.router)
+        files.add_routes(app.router)
         return app
 
     def _file(self, name: str) -> web.Response:

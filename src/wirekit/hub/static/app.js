@@ -21,6 +21,7 @@
   const STABLE_MS = 5000;
   const REQUEST_TIMEOUT_MS = 20000;
   const GROUP_SECONDS = 300;
+  const FILE_ID_RE = /^[A-Za-z0-9_-]{22}$/;
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -69,6 +70,8 @@
     jump: $('jump'),
     composer: $('composer'),
     messageInput: $('message-input'),
+    attach: $('attach'),
+    attachInput: $('attach-input'),
     messageLabel: $('message-label'),
     composerGuest: $('composer-guest'),
     presence: $('presence'),
@@ -954,6 +957,95 @@
     return true;
   }
 
+  // -- files ------------------------------------------------------------------------------
+  function authHeaders(extra) {
+    return { ...extra, Authorization: `Bearer ${app.session.token}` };
+  }
+
+  async function answer(res) {
+    try {
+      return await res.json();
+    } catch (_) {
+      return null;
+    }
+  }
+
+  /* Upload `file` (POST /api/files), then share it into room `t`: its message comes back
+   * over the WebSocket like any other. */
+  async function attachFile(t, file) {
+    if (!app.session || t.kind !== 'room') return;
+    const form = new FormData();
+    form.append('file', file, file.name);
+    ui.attach.disabled = true;
+    try {
+      const res = await fetch('/api/files', {
+        method: 'POST',
+        headers: authHeaders({ Accept: 'application/json' }),
+        body: form,
+        credentials: 'same-origin',
+      });
+      const stored = await answer(res);
+      if (!res.ok || !stored || typeof stored.id !== 'string') {
+        const detail = stored && stored.detail ? `: ${stored.detail}` : ` (${res.status})`;
+        toast(`Could not upload ${file.name}${detail}`, 'error');
+        return;
+      }
+      const shared = await fetch(`/api/files/${encodeURIComponent(stored.id)}/share`, {
+        method: 'POST',
+        headers: authHeaders({ 'Content-Type': 'application/json', Accept: 'application/json' }),
+        body: JSON.stringify({ room: t.name }),
+        credentials: 'same-origin',
+      });
+      if (!shared.ok) {
+        const problem = await answer(shared);
+        const detail = problem && problem.detail ? `: ${problem.detail}` : ` (${shared.status})`;
+        toast(`Could not share ${file.name}${detail}`, 'error');
+      }
+    } catch (_) {
+      toast(`Could not upload ${file.name}; check your connection.`, 'error');
+    } finally {
+      ui.attach.disabled = false;
+      ui.attachInput.value = '';
+    }
+  }
+
+  /* Downloads need the token, so no plain link: fetch, then save a blob URL. */
+  async function downloadFile(f, link) {
+    if (!app.session) {
+      toast('Sign in to download files.', 'error');
+      return;
+    }
+    link.disabled = true;
+    try {
+      const res = await fetch(`/api/files/${f.id}`, {
+        headers: authHeaders({}),
+        credentials: 'same-origin',
+      });
+      if (!res.ok) {
+        toast(
+          res.status === 404
+            ? `${f.name} was deleted, or is not shared with you.`
+            : `Could not download ${f.name} (${res.status}).`,
+          'error',
+        );
+        return;
+      }
+      const url = URL.createObjectURL(await res.blob());
+      const a = el('a');
+      a.href = url;
+      a.download = f.name;
+      a.hidden = true;
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60000);
+    } catch (_) {
+      toast(`Could not download ${f.name}; check your connection.`, 'error');
+    } finally {
+      link.disabled = false;
+    }
+  }
+
   // -- login ------------------------------------------------------------------------------
   async function authenticate(kind) {
     const user = ui.loginUser.value.trim().toLowerCase();
@@ -1290,6 +1382,9 @@
     ui.unfollow.hidden = t.kind !== 'push';
     const canWrite = signedIn;
     ui.composer.hidden = !canWrite;
+    const canAttach = canWrite && t.kind === 'room';
+    ui.attach.hidden = !canAttach;
+    ui.composer.classList.toggle('can-attach', canAttach);
     ui.composerGuest.hidden = canWrite;
     const what = t.kind === 'dm' ? displayName(t) : t.name;
     const placeholder = t.kind === 'push' ? `Publish to ${what}` : `Message ${what}`;
@@ -1346,7 +1441,10 @@
     time.title = fullFormat.format(new Date(m.ts * 1000));
     meta.append(sender, time);
     body.append(meta);
-    if (typeof m.data === 'string') {
+    const file = fileOf(m.data);
+    if (file) {
+      body.append(fileNode(file));
+    } else if (typeof m.data === 'string') {
       body.append(el('p', 'text', m.data));
     } else {
       let json;
@@ -1359,6 +1457,41 @@
     }
     li.append(body);
     return li;
+  }
+
+  /* A shared file's message ({"file": {...}}, docs/files.md); the link is built from the id
+   * alone, so a forged message cannot point the download anywhere else. */
+  function fileOf(data) {
+    const f = data && typeof data === 'object' && !Array.isArray(data) ? data.file : null;
+    if (!f || typeof f !== 'object' || typeof f.id !== 'string' || !FILE_ID_RE.test(f.id)) {
+      return null;
+    }
+    return {
+      id: f.id,
+      name: typeof f.name === 'string' && f.name ? f.name : 'file',
+      type: typeof f.type === 'string' ? f.type : '',
+      size: Number.isInteger(f.size) && f.size >= 0 ? f.size : null,
+    };
+  }
+
+  function fileNode(f) {
+    const box = el('div', 'file');
+    const link = el('button', 'file-link', f.name);
+    link.type = 'button';
+    link.title = `Download ${f.name}`;
+    link.setAttribute('data-testid', 'file-link');
+    link.dataset.file = f.id;
+    link.addEventListener('click', () => downloadFile(f, link));
+    box.append(link);
+    const details = [f.type, f.size === null ? '' : formatSize(f.size)].filter(Boolean);
+    if (details.length) box.append(el('span', 'file-meta', details.join(' · ')));
+    return box;
+  }
+
+  function formatSize(n) {
+    if (n < 1024) return `${n} B`;
+    if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+    return `${(n / (1024 * 1024)).toFixed(1)} MiB`;
   }
 
   function dayNode(ts) {
@@ -1551,6 +1684,12 @@
       const text = ui.messageInput.value.replace(/\s+$/, '');
       if (!t || !text.trim()) return;
       if (publish(t, text)) ui.messageInput.value = '';
+    });
+    ui.attach.addEventListener('click', () => ui.attachInput.click());
+    ui.attachInput.addEventListener('change', () => {
+      const t = currentTopic();
+      const file = ui.attachInput.files && ui.attachInput.files[0];
+      if (t && file) attachFile(t, file);
     });
     ui.messageInput.addEventListener('keydown', (e) => {
       if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
