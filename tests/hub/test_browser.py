@@ -446,3 +446,30 @@ def test_history_loads_fifty_then_older_pages_on_scrolling_up(
     assert history[0]["limit"] == 50 and "before" not in history[0]
     assert [h.get("before") for h in history[1:]] == [71, 21]
     assert errors == []
+
+
+@pytest.mark.timeout(60)
+def test_an_expired_access_token_is_renewed_with_the_refresh_token(
+    browser: Browser, tmp_path: Path
+) -> None:
+    hub = HubServer(tmp_path, "--token-ttl", "2")
+    hub.start()
+    try:
+        page, errors = open_page(browser, hub)
+        refreshes: list[int] = []
+        page.on("response", lambda r: refreshes.append(r.status) if "/api/refresh" in r.url
+                else None)  # fmt: skip
+        register(page, "alice")
+        join(page, "#ops")
+        stored = page.evaluate("() => JSON.stringify(localStorage)")
+        time.sleep(2.5)  # the access token expires
+        page.reload()
+        expect(page.get_by_test_id("current-user")).to_have_text("alice")
+        status(page).to_have_attribute("data-state", "connected")
+        say(page, "after the renewal")
+        expect(message(page, "#ops", "alice", "after the renewal")).to_have_count(1)
+        assert refreshes == [200]
+        assert page.evaluate("() => JSON.stringify(localStorage)") != stored
+        assert [e for e in errors if "401" not in e] == []
+    finally:
+        hub.kill()

@@ -83,7 +83,8 @@
 
   // -- state ------------------------------------------------------------------------------
   const app = {
-    session: null, // {user, token}
+    session: null, // {user, token, refresh}
+    renewing: null, // the refresh in flight (a Promise), if any
     ws: null,
     gen: 0, // bumps on every new socket; events of an older one are ignored
     ready: false, // hello seen (and auth done when logged in), topics re-subscribed
@@ -481,6 +482,10 @@
         topics = Array.isArray(reply.topics) ? reply.topics : [];
       } catch (err) {
         if (gen !== app.gen) return;
+        if (err.code === 'token-expired' && (await renewSession())) {
+          if (gen === app.gen) onHello(ev); // the same socket, with the new token
+          return;
+        }
         if (err.code === 'bad-token' || err.code === 'token-expired') {
           sessionEnded('Your session has ended; please log in again.');
         } else {
@@ -957,6 +962,44 @@
     return true;
   }
 
+  // -- session renewal --------------------------------------------------------------------
+  /* Access tokens are short-lived; the refresh token (single use) gets a new pair. One
+     renewal at a time: a second caller waits for the first. Resolves true when renewed. */
+  function renewSession() {
+    if (!app.renewing) app.renewing = doRenew().finally(() => { app.renewing = null; });
+    return app.renewing;
+  }
+
+  async function doRenew() {
+    const s = app.session;
+    if (!s || typeof s.refresh !== 'string') return false;
+    try {
+      const res = await fetch('/api/refresh', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+        body: JSON.stringify({ refresh_token: s.refresh }),
+        credentials: 'same-origin',
+      });
+      const body = await answer(res);
+      if (!res.ok || !body || typeof body.token !== 'string' || app.session !== s) return false;
+      app.session = { user: s.user, token: body.token, refresh: body.refresh_token };
+      storeSession(app.session);
+      return true;
+    } catch (_) {
+      return false;
+    }
+  }
+
+  /* fetch with the access token; an expired one is renewed once and the request retried. */
+  async function authFetch(url, options) {
+    const send = () => fetch(url, { ...options, headers: authHeaders(options.headers || {}) });
+    const res = await send();
+    if (res.status !== 401) return res;
+    const problem = await answer(res.clone());
+    if (!problem || problem.code !== 'token-expired' || !(await renewSession())) return res;
+    return send();
+  }
+
   // -- files ------------------------------------------------------------------------------
   function authHeaders(extra) {
     return { ...extra, Authorization: `Bearer ${app.session.token}` };
@@ -978,9 +1021,9 @@
     form.append('file', file, file.name);
     ui.attach.disabled = true;
     try {
-      const res = await fetch('/api/files', {
+      const res = await authFetch('/api/files', {
         method: 'POST',
-        headers: authHeaders({ Accept: 'application/json' }),
+        headers: { Accept: 'application/json' },
         body: form,
         credentials: 'same-origin',
       });
@@ -990,9 +1033,9 @@
         toast(`Could not upload ${file.name}${detail}`, 'error');
         return;
       }
-      const shared = await fetch(`/api/files/${encodeURIComponent(stored.id)}/share`, {
+      const shared = await authFetch(`/api/files/${encodeURIComponent(stored.id)}/share`, {
         method: 'POST',
-        headers: authHeaders({ 'Content-Type': 'application/json', Accept: 'application/json' }),
+        headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
         body: JSON.stringify({ room: t.name }),
         credentials: 'same-origin',
       });
@@ -1017,8 +1060,7 @@
     }
     link.disabled = true;
     try {
-      const res = await fetch(`/api/files/${f.id}`, {
-        headers: authHeaders({}),
+      const res = await authFetch(`/api/files/${f.id}`, {
         credentials: 'same-origin',
       });
       if (!res.ok) {
@@ -1095,7 +1137,11 @@
     }
     ui.loginPassword.value = '';
     saveNow();
-    app.session = { user: typeof body.user === 'string' ? body.user : user, token: body.token };
+    app.session = {
+      user: typeof body.user === 'string' ? body.user : user,
+      token: body.token,
+      refresh: typeof body.refresh_token === 'string' ? body.refresh_token : null,
+    };
     storeSession(app.session);
     resetForUser();
     connect();
