@@ -36,6 +36,7 @@ USERNAME = re.compile(r"[a-z][a-z0-9_-]{1,31}")
 MIN_PASSWORD, MAX_PASSWORD = 8, 1024
 TOKEN_TTL = 3600.0
 REFRESH_TTL = 30 * 24 * 3600.0
+VERIFIED_CACHE = 10_000  # access tokens remembered as checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,9 @@ class Accounts:
         self._hasher = hasher or PasswordHasher()  # argon2id, RFC 9106 low-memory profile
         self.token_ttl = token_ttl
         self.refresh_ttl = refresh_ttl
+        # Tokens already verified, while nothing was revoked or deleted since (the store's
+        # generation): most requests skip the signature check and the store lookups.
+        self._verified: dict[str, tuple[Session, int]] = {}
         self._per_user = KeyedBuckets(limits.login_per_user / 60, limits.login_per_user)
         self._per_address = KeyedBuckets(limits.login_per_address / 60, limits.login_per_address)
         # A hash to verify against for unknown users, so timing does not reveal who exists.
@@ -167,6 +171,19 @@ class Accounts:
     def session(self, token: str) -> Session:
         """The session of an access token; :class:`AuthError` if forged, revoked, expired or
         a refresh token."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            session, generation = cached
+            if generation == self._store.generation and time.time() < session.expires:
+                return session
+            del self._verified[token]
+        session = self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE:
+            del self._verified[next(iter(self._verified))]  # the oldest entry
+        self._verified[token] = (session, self._store.generation)
+        return session
+
+    def _verify(self, token: str) -> Session:
         claims = self._claims(token)
         if claims.get("typ", "access") != "access":
             raise AuthError("bad-token", "that is a refresh token: POST it to /api/refresh")

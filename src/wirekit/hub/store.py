@@ -47,6 +47,8 @@ class LogInfo:
 
 
 class Store(Protocol):
+    generation: int  # bumped by every revocation and account deletion (cached tokens recheck)
+
     def create_user(self, name: str, password_hash: str) -> bool:
         """Add an account; ``False`` if the name is taken."""
 
@@ -136,6 +138,7 @@ class SqliteStore:
         committed by :meth:`commit`, which ``defer`` schedules: group commit per loop turn."""
         self._defer = defer
         self._in_transaction = False
+        self.generation = 0
         path = Path(data_dir)
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -187,6 +190,7 @@ class SqliteStore:
         )
 
     def delete_user(self, name: str) -> bool:
+        self.generation += 1
         self.commit()
         with self._db:
             self._db.execute("BEGIN")
@@ -265,6 +269,7 @@ class SqliteStore:
         self._db.execute("DELETE FROM members WHERE log = ? AND user = ?", (log, user))
 
     def revoke(self, token_id: str, expires: float) -> None:
+        self.generation += 1
         db = self._db
         db.execute("DELETE FROM revoked WHERE expires < ?", (time.time(),))
         db.execute("INSERT OR REPLACE INTO revoked VALUES (?, ?)", (token_id, expires))
