@@ -4,8 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APT_PACKAGES := openssl gcc chromium nft curl
+# Debian packages only benchmarks use (load generators): wrk (bench-rest).
+BENCH_APT_PACKAGES := wrk
 
-.PHONY: serve test lint bench bench-echo bench-hub bench-ws bench-load system-deps install clean
+.PHONY: serve test lint bench bench-echo bench-hub bench-ws bench-load bench-rest system-deps \
+	bench-deps install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +30,11 @@ system-deps:
 	  pkgs=$$(echo $$missing | sed 's/\bnft\b/nftables/'); \
 	  echo "installing: $$pkgs"; apt-get update -qq && apt-get install -y -qq $$pkgs; fi
 
+bench-deps:
+	@missing=""; for p in $(BENCH_APT_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; apt-get update -qq && apt-get install -y -qq $$missing; fi
+
 serve: $(STAMP)
 	$(BIN)/wirekit serve
 
@@ -38,7 +46,7 @@ lint: $(STAMP)
 test: system-deps $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
-bench: bench-echo bench-hub bench-ws bench-load
+bench: bench-echo bench-hub bench-ws bench-load bench-rest
 
 bench-echo: system-deps $(STAMP)
 	$(BIN)/python benchmarks/echo.py
@@ -53,6 +61,10 @@ bench-ws: system-deps $(STAMP)
 
 bench-load: system-deps $(STAMP)
 	$(BIN)/python benchmarks/load.py
+
+# wirekit's REST API (full middleware chain) against a bare aiohttp app, under wrk.
+bench-rest: system-deps bench-deps $(STAMP)
+	$(BIN)/python benchmarks/rest.py
 
 clean:
 	rm -rf $(VENV) build benchmarks/build .pytest_cache .mypy_cache .ruff_cache .hypothesis
