@@ -24,10 +24,11 @@ CPU and the rest of the machine's (other CPU: the tests that may be running) are
 run.
 
 Target (issue): the chain's overhead on GET, 1 - wirekit/bare req/s (both one process), is at
-most 15%. On GET wirekit also verifies the token (a JWT decode and two SQLite lookups) and reads
-the user from SQLite, which the bare app does not: the overhead measured is that of the chain
-*and* the handler's work. Login is bound by argon2 (CPU) on both sides. Results go to
-benchmarks/results/rest.json.
+most 15%. On GET wirekit also checks the token (``Accounts.session``: one token, so after the
+first request a hit in its cache of verified tokens, not a JWT decode and store lookups) and
+reads the user from SQLite, which the bare app does not: the overhead measured is that of the
+chain *and* the handler's work (``--with-chain`` separates the chain's part). Login is bound by
+argon2 (CPU) on both sides. Results go to benchmarks/results/rest.json.
 
 About 3.5 minutes on 2 cores.
 
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import resource
 import selectors
@@ -75,8 +77,8 @@ LOGIN_RATE = 10**9  # attempts/min per account (4e9 per address): never reached
 USER, PASSWORD = "bench", "benchpass1"
 SERVERS = ("wirekit", "bare", "bare-2w")
 NOTES = (
-    "wirekit: 1 process (no --workers), whole middleware chain; GET also verifies the bearer "
-    "token (PyJWT) and reads SQLite 3 times (revoked, account, user)",
+    "wirekit: 1 process (no --workers), whole middleware chain; GET also checks the bearer "
+    "token (one token: cached after the first request) and reads the user from SQLite",
     "bare: aiohttp + uvloop, no middleware, NO AUTH on GET (the Authorization header is "
     "ignored), the same JSON bytes from memory; login = argon2id verify in a thread + 2 HS256 "
     "JWTs, as wirekit",
@@ -182,7 +184,7 @@ def start_bare(name: str, workers: int, spec: Path, tmp: Path, *flags: str) -> S
     return server
 
 
-def check_same(wirekit: Server, bare: Server, token: str, wk_body: bytes) -> None:
+def check_same(wirekit: Server, bare: Server, wk_body: bytes) -> None:
     """The bare app answers GET with wirekit's bytes and login with the same JSON shape."""
     path = ENDPOINTS["get"].path
     if http(bare.port, "GET", path) != wk_body:
@@ -269,6 +271,8 @@ def run_wrk(
         raise SystemExit(f"wrk output not understood ({exc}):\n{done.stdout}") from None
     row.update(
         server_cpu=srv / elapsed,
+        # server CPU per request: the cost that the ratio hides when wrk or the machine limits
+        server_us_per_req=srv / row["requests"] * 1e6 if row["requests"] else None,
         wrk_cpu=load / elapsed,
         other_cpu=max(0.0, (busy - srv - load) / elapsed),
     )
@@ -344,7 +348,7 @@ def main() -> None:
             if opts.with_chain:
                 servers["bare+chain"] = start_bare("bare+chain", 1, spec, tmp, "--chain")
             for name in names[1:]:
-                check_same(servers["wirekit"], servers[name], token, body)
+                check_same(servers["wirekit"], servers[name], body)
             print(f"GET body ({len(body)} bytes): {body.decode()}", flush=True)
             for endpoint in endpoints:
                 for name in names:
@@ -377,10 +381,19 @@ def main() -> None:
 def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ("req_per_s", "p50_ms", "p90_ms", "p99_ms", "server_cpu", "wrk_cpu", "other_cpu")
     out: dict[str, Any] = {k: statistics.median(r[k] for r in rows) for k in keys}
+    per_req = [r["server_us_per_req"] for r in rows if r["server_us_per_req"] is not None]
+    out["server_us_per_req"] = statistics.median(per_req) if per_req else None
     out["non_2xx"] = sum(r["non_2xx"] for r in rows)
     out["socket_errors"] = sum(r["socket_errors"] for r in rows)
     out["requests"] = sum(r["requests"] for r in rows)
     return out
+
+
+def us_per_req(m: dict[str, Any]) -> str:
+    us = m["server_us_per_req"]
+    if us is None:
+        return "-"
+    return f"{us:,.0f}us" if us < 10_000 else f"{us / 1e3:,.0f}ms"
 
 
 def report(
@@ -391,7 +404,8 @@ def report(
 ) -> None:
     print(
         f"\nwrk: {THREADS} thread, {opts.connections} connections, {opts.runs} x "
-        f"{opts.seconds:g} s per server (median), interleaved; CPU in cores (2 on this machine)"
+        f"{opts.seconds:g} s per server (median), interleaved; CPU in cores "
+        f"({os.cpu_count()} on this machine); CPU/req: server CPU time per request"
     )
     for note in NOTES:
         print(f"  {note}")
@@ -411,13 +425,14 @@ def report(
         print(f"\n{endpoint.title}")
         print(
             f"{'server':10} {'req/s':>10} {'vs bare':>8} {'p50':>9} {'p99':>9} {'srv CPU':>7} "
-            f"{'wrk CPU':>7} {'other':>6} {'non-2xx':>7}"
+            f"{'CPU/req':>9} {'wrk CPU':>7} {'other':>6} {'non-2xx':>7}"
         )
         for name, m in med.items():
             vs = m["req_per_s"] / bare if bare else 0.0
             print(
                 f"{name:10} {m['req_per_s']:>10,.1f} {vs:>7.2f}x {m['p50_ms']:>7.2f}ms "
-                f"{m['p99_ms']:>7.2f}ms {m['server_cpu']:>7.2f} {m['wrk_cpu']:>7.2f} "
+                f"{m['p99_ms']:>7.2f}ms {m['server_cpu']:>7.2f} {us_per_req(m):>9} "
+                f"{m['wrk_cpu']:>7.2f} "
                 f"{m['other_cpu']:>6.2f} {m['non_2xx'] + m['socket_errors']:>7}"
             )
         print(
