@@ -7,7 +7,7 @@ import asyncio
 import itertools
 import json
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,10 +15,16 @@ from typing import Any
 import aiohttp
 import pytest
 from argon2 import PasswordHasher
+from playwright.sync_api import Browser, expect, sync_playwright
 
 from wirekit.hub.service import HubConfig, HubService
 from wirekit.limits import Limits
 from wirekit.proto import ws
+
+# Headless Chromium for the browser-page tests (Debian's package, driven by Playwright).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 
 # Real argon2id, cheaper parameters: these tests register many accounts.
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -300,3 +306,14 @@ class RawWs:
         closes = [e for e in events if isinstance(e, ws.Close)]
         assert closes, events
         return closes[0].code or 0
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    expect.set_options(timeout=15_000)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()

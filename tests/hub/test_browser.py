@@ -16,14 +16,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect
 
 from tests.cli.test_chat_cli import LinePeer
 from tests.conftest import free_port, wirekit_cmd
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+from tests.hub.conftest import CHROMIUM
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
 
@@ -111,17 +108,6 @@ class ChatUser(LinePeer):
     def wait_msg(self, room: str, sender: str, text: str) -> dict[str, Any]:
         return self.wait(lambda e: e["type"] == "msg" and e["room"] == room
                          and e["from"] == sender and e["text"] == text)  # fmt: skip
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    expect.set_options(timeout=15_000)
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture

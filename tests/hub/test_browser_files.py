@@ -9,11 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
+from tests.hub.conftest import CHROMIUM
 from tests.hub.test_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     ChatUser,
     HubServer,
     join,
@@ -22,17 +21,6 @@ from tests.hub.test_browser import (
 )
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    expect.set_options(timeout=15_000)
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture

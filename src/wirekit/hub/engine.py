@@ -58,6 +58,11 @@ def check_room(name: str) -> str:
     return name
 
 
+def room_named(name: str) -> str:
+    """A room given with or without its ``#`` (in URLs and JSON bodies)."""
+    return check_room(name if name.startswith("#") else "#" + name)
+
+
 def check_log(name: str) -> str:
     """A room name, or a private conversation's ``@a,b`` name."""
     return name.lower() if name.startswith("@") else check_room(name)

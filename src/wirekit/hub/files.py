@@ -51,9 +51,9 @@ from ..http.problem import Problem, json_body, problem
 from ..io.server import ConnectionTransport
 from ..limits import KiB
 from .accounts import Session
-from .engine import HubError, check_room, message_text
+from .engine import HubError, message_text, room_named
 from .openapi import LIMIT, ROOM, body, obj, ok, op, path_param, ref
-from .rest import hub_problem, iso
+from .rest import PAGE_DEFAULT, PAGE_MAX, hub_problem, iso, query_int
 
 if TYPE_CHECKING:
     from .service import HubService
@@ -64,7 +64,6 @@ FILE_ID = re.compile(r"[A-Za-z0-9_-]{22}")  # secrets.token_urlsafe(16)
 CHUNK = 64 * KiB  # bytes read from the request (and written to disk) at a time
 MULTIPART_SLACK = 64 * KiB  # a declared body may pass file_max_size by this much (framing)
 NAME_BYTES = 255
-PAGE_DEFAULT, PAGE_MAX = 50, 100
 NEVER = frozenset({  # active content a browser could run from this origin: never stored
     "text/html", "application/xhtml+xml", "image/svg+xml", "text/xml", "application/xml",
     "text/javascript", "application/javascript", "application/ecmascript", "text/css",
@@ -449,12 +448,10 @@ class FileApi:
     # -- the other routes ---------------------------------------------------------------------
     async def _list(self, request: web.Request) -> web.Response:
         user = self.session(request).user
-        text = request.query.get("limit", str(PAGE_DEFAULT))
-        if not re.fullmatch(r"[0-9]{1,4}", text) or not 1 <= int(text) <= PAGE_MAX:
-            raise Problem(400, "usage", f"limit is an integer from 1 to {PAGE_MAX}")
+        limit = query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
         mine = [f for f in self.files.values() if f.owner == user]
         mine.sort(key=lambda f: (f.created, f.id), reverse=True)
-        return web.json_response({"items": [f.json() for f in mine[: int(text)]]})
+        return web.json_response({"items": [f.json() for f in mine[:limit]]})
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
         meta = self._readable(request, self.session(request).user)
@@ -482,7 +479,7 @@ class FileApi:
         meta = self._readable(request, user)
         given = (await json_body(request, "room"))["room"]
         try:
-            room = check_room(given if given.startswith("#") else "#" + given)
+            room = room_named(given)
             text, is_json = message_text(meta.message(), self.limits.max_line)
             offset = self.hub.publish(user, room, text, is_json)
         except HubError as exc:

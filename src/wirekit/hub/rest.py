@@ -20,7 +20,7 @@ from aiohttp import web
 from ..http import middleware
 from ..http.problem import Problem, json_body
 from .accounts import USERNAME, AuthError, Grant, Session
-from .engine import API_SENDER, HubError, check_room, check_topic, message_text
+from .engine import API_SENDER, HubError, Log, check_topic, message_text, room_named
 from .store import StoredMessage, UserRecord
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ PROFILE_TEXT = {
 }
 AGE_MAX = 150
 MAX_OFFSET = 1 << 62
+DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII only: str.isdigit() also takes "²", which int() refuses
 MERGE_PATCH = ("application/merge-patch+json", "application/json")
 
 
@@ -60,7 +61,7 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
     text = request.query.get(name)
     if text is None:
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not DIGITS.fullmatch(text) or not low <= int(text) <= high:
         raise Problem(400, "usage", f"{name} is an integer from {low} to {high}")
     return int(text)
 
@@ -124,7 +125,7 @@ class RestApi:
             ("POST", "/api/logout", self._logout),
             ("GET", "/api/rooms", self._rooms),
             ("POST", "/api/rooms", self._create_room),
-            ("GET", "/api/rooms/{room}", self._room),
+            ("GET", "/api/rooms/{room}", self._get_room),
             ("GET", "/api/rooms/{room}/members", self._members),
             ("PUT", "/api/rooms/{room}/members/{user}", self._join),
             ("DELETE", "/api/rooms/{room}/members/{user}", self._leave),
@@ -235,21 +236,20 @@ class RestApi:
         return web.Response(status=204)
 
     # -- rooms --------------------------------------------------------------------------------
-    @staticmethod
-    def _room_name(request: web.Request) -> str:
-        """``{room}`` in a path: ``general`` or ``%23general``."""
-        name = request.match_info["room"]
+    def _room(self, request: web.Request) -> Log:
+        """The room ``{room}`` of a path (``general`` or ``%23general``), else 404."""
+        given = request.match_info["room"]
         try:
-            return check_room(name if name.startswith("#") else "#" + name)
+            log = self.hub.logs.get(room_named(given))
         except HubError:
-            raise Problem(404, "no-such-room", f"no room {name}") from None
-
-    def _room_json(self, name: str) -> dict[str, Any]:
-        log = self.hub.logs.get(name)
+            log = None
         if log is None or log.private or log.topic:
-            raise Problem(404, "no-such-room", f"no room {name}")
+            raise Problem(404, "no-such-room", f"no room {given}")
+        return log
+
+    def _room_json(self, log: Log) -> dict[str, Any]:
         members = log.members
-        return {"room": name, "members": len(members),
+        return {"room": log.name, "members": len(members),
                 "online": sum(1 for m in members if m in self.hub.online),
                 "head": log.head, "epoch": log.epoch}  # fmt: skip
 
@@ -261,30 +261,26 @@ class RestApi:
         session = self.session(request)
         body = await json_body(request, "room")
         try:
-            name = check_room(body["room"] if body["room"].startswith("#") else "#" + body["room"])
+            name = room_named(body["room"])
         except HubError as exc:
             raise hub_problem(exc) from None
         if name in self.hub.logs:
             raise Problem(409, "room-exists", f"{name} exists; join it with PUT .../members/USER")
-        self.hub.join(session.user, name)
-        response = web.json_response(self._room_json(name), status=201)
+        response = web.json_response(self._room_json(self.hub.join(session.user, name)), status=201)
         response.headers["Location"] = f"/api/rooms/{quote(name[1:])}"
         return response
 
-    async def _room(self, request: web.Request) -> web.Response:
+    async def _get_room(self, request: web.Request) -> web.Response:
         self.session(request)
-        return web.json_response(self._room_json(self._room_name(request)))
+        return web.json_response(self._room_json(self._room(request)))
 
     async def _members(self, request: web.Request) -> web.Response:
         self.session(request)
-        name = self._room_name(request)
-        self._room_json(name)
-        return web.json_response({"items": self.hub.who(name)})
+        return web.json_response({"items": self.hub.who(self._room(request).name)})
 
     def _membership(self, request: web.Request) -> tuple[str, str]:
         """``(room, user)`` of a ``/members/{user}`` path, both existing, caller allowed."""
-        name = self._room_name(request)
-        self._room_json(name)
+        name = self._room(request).name
         user = request.match_info["user"].lower()
         self._self_or_admin(request, user)
         if not USERNAME.fullmatch(user) or self.service.store.user(user) is None:
@@ -308,8 +304,7 @@ class RestApi:
 
     async def _messages(self, request: web.Request) -> web.Response:
         session = self.session(request)
-        name = self._room_name(request)
-        self._room_json(name)
+        name = self._room(request).name
         most = self.hub.limits.history_max
         limit = query_int(request, "limit", PAGE_DEFAULT, 1, most)
         after = query_int(request, "after", -1, 0, MAX_OFFSET)
@@ -325,8 +320,7 @@ class RestApi:
 
     async def _post_message(self, request: web.Request) -> web.Response:
         session = self.session(request)
-        name = self._room_name(request)
-        self._room_json(name)
+        name = self._room(request).name
         body = await json_body(request, "data", text_fields=())
         try:
             text, is_json = message_text(body["data"], self.hub.limits.max_line)
