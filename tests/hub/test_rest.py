@@ -94,7 +94,14 @@ async def test_register_returns_a_session_and_lists_page_by_cursor(web: Web) -> 
     assert first["created"].endswith("Z")
     _, tail, _ = await alice.call("GET", "/api/users?cursor=b", 200)  # any name: after it
     assert [u["id"] for u in tail["items"]] == ["bob", "carol"]
-    for bad in ("limit=0", "limit=101", "limit=x", "prefix=a%20b"):
+    for bad in (
+        "limit=0",
+        "limit=101",
+        "limit=x",
+        "limit=%C2%B2",
+        "limit=" + "9" * 5000,
+        "prefix=a%20b",
+    ):
         status, problem, _ = await alice.call("GET", f"/api/users?{bad}")
         assert status == 400 and problem["status"] == 400, (bad, problem)
     async with web.session.get(web.base + "/api/users") as resp:
