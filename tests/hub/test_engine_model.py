@@ -1,7 +1,8 @@
 """A hypothesis state machine over the hub engine: any mix of joins, leaves, publications,
 connects, disconnects and congested subscribers keeps every log in one total order with
 contiguous offsets, and every subscriber sees each room in order, without gaps it cannot catch
-up and without duplicates."""
+up and without duplicates. The same machine runs with batched delivery (publications queued
+until a flush, which may come at any step)."""
 
 from __future__ import annotations
 
@@ -30,10 +31,16 @@ class FakeSubscriber(Subscriber):
         self.received: list[dict[str, object]] = []
 
     def write(self, data: bytes) -> None:
-        event = json.loads(data)
-        if event["type"] == "msg":  # each write continues the room right after the cursor
-            assert event["offset"] == self.cursors[event["room"]] + 1, (event, self.cursors)
-        self.received.append(event)
+        events = [json.loads(line) for line in data.splitlines()]  # a batch: several lines
+        first = events[0]
+        if first["type"] == "msg":  # each write continues the room right after the cursor
+            assert first["offset"] == self.cursors[first["room"]] + 1, (first, self.cursors)
+            offsets = [e["offset"] for e in events]
+            assert offsets == list(range(first["offset"], first["offset"] + len(events)))
+            assert {e["room"] for e in events} == {first["room"]}
+        else:
+            assert len(events) == 1
+        self.received.extend(events)
 
     @property
     def congested(self) -> bool:
@@ -45,6 +52,10 @@ class FakeSubscriber(Subscriber):
 
 class HubModel(RuleBasedStateMachine):
     subs = Bundle("subs")
+    batched = False
+
+    def woken(self) -> None:
+        self.awake = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -52,7 +63,8 @@ class HubModel(RuleBasedStateMachine):
         self.store = SqliteStore(self.dir)
         for user in ("ann", "bob", "cy"):
             self.store.create_user(user, "x")
-        self.hub = Hub(self.store, Limits())
+        self.hub = Hub(self.store, Limits(), wake=self.woken if self.batched else None)
+        self.awake = False  # a flush was asked for and has not run yet
         self.published: dict[str, list[tuple[str, str]]] = {}
         self.live: list[FakeSubscriber] = []
         self.counter = 0
@@ -120,6 +132,16 @@ class HubModel(RuleBasedStateMachine):
         if sub.behind_since is not None:
             sub.catch_up()
 
+    @rule()
+    def flush(self) -> None:
+        self.hub.flush()
+        self.awake = False
+
+    @invariant()
+    def a_batch_waits_for_a_flush_it_asked_for(self) -> None:
+        queued = [log for log in self.hub.logs.values() if log.queued]
+        assert not queued or (self.batched and self.awake)
+
     @invariant()
     def logs_are_contiguous_and_in_one_order(self) -> None:
         for room, expected in self.published.items():
@@ -141,9 +163,18 @@ class HubModel(RuleBasedStateMachine):
                     sender, text = self.published[str(event["room"])][offset - 1]
                     assert (event["from"], event["text"]) == (sender, text)
             if sub.behind_since is None:
-                for room, last in sub.cursors.items():  # live means caught up
-                    assert last == self.hub.logs[room].head
+                for room, last in sub.cursors.items():  # live means caught up, or queued
+                    log = self.hub.logs[room]
+                    assert last == log.head or (log.queued and last >= log.queued[0][0] - 1)
 
 
 TestHubModel = HubModel.TestCase
 TestHubModel.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+class BatchedHubModel(HubModel):
+    batched = True
+
+
+TestBatchedHubModel = BatchedHubModel.TestCase
+TestBatchedHubModel.settings = TestHubModel.settings

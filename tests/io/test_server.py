@@ -11,7 +11,7 @@ from wirekit import ConnectionClosed, Handler, Limits, TcpServer, connect
 from wirekit.echo.server import EchoHandler
 from wirekit.io.client import Timeouts
 from wirekit.io.loop import loop_name
-from wirekit.io.server import Connection
+from wirekit.io.server import Connection, Flusher
 
 pytestmark = pytest.mark.anyio
 
@@ -221,8 +221,7 @@ async def test_coalesced_writes_go_out_once_per_turn_after_before_flush() -> Non
     server = TcpServer(
         lambda conn: track(Burst(conn)),
         framing="line",
-        coalesce_writes=True,
-        before_flush=lambda: events.append("before_flush"),
+        flusher=Flusher(lambda: events.append("before_flush")),
     )
     async with server:
         await server.start("127.0.0.1", 0)

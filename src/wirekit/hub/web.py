@@ -278,8 +278,7 @@ class WebFront:
             name="https" if ssl else "http",
             limits=service.config.limits,
             ssl=ssl,
-            coalesce_writes=True,
-            before_flush=service.store.commit,
+            flusher=service.flusher,
         )
         self.redirect: TcpServer | None = None
         self.runner = web.AppRunner(

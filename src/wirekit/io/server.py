@@ -68,8 +68,43 @@ class Handler(abc.ABC):
 
 HandlerFactory = Callable[["Connection"], Handler]
 
-MIN_FLUSH_DELAY = 0.0005  # below this a coalesced flush runs on the next loop turn
-MAX_FLUSH_DELAY = 0.010
+
+class Flusher:
+    """Write coalescing for the connections of one or more servers.
+
+    A coalescing connection's sends are queued and the connection is marked dirty. One flush,
+    on the next loop turn, runs ``before`` (e.g. hand queued publications to their subscribers,
+    then commit what is about to be delivered), then writes each dirty connection's queue in
+    one system call. What arrives while a flush runs waits for the next one, so the busier the
+    loop, the more each write carries. :meth:`request` asks for a flush with nothing dirty yet
+    (work queued for ``before``).
+    """
+
+    __slots__ = ("_dirty", "_scheduled", "before")
+
+    def __init__(self, before: Callable[[], None] | None = None) -> None:
+        self.before = before
+        self._dirty: list[Connection] = []
+        self._scheduled = False
+
+    def mark(self, conn: Connection) -> None:
+        self._dirty.append(conn)
+        if not self._scheduled:
+            self.request()
+
+    def request(self) -> None:
+        if self._scheduled:
+            return
+        self._scheduled = True
+        asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        if self.before is not None:
+            self.before()  # may queue more sends: they go out in this flush
+        dirty, self._dirty = self._dirty, []
+        self._scheduled = False
+        for conn in dirty:
+            conn.flush()
 
 
 class Connection(asyncio.Protocol):
@@ -77,7 +112,7 @@ class Connection(asyncio.Protocol):
 
     __slots__ = (
         "_close_reason",
-        "_coalesce",
+        "_flusher",
         "_framer",
         "_handler",
         "_on_frame",
@@ -99,7 +134,7 @@ class Connection(asyncio.Protocol):
         self._registered = False
         self._handler: Handler | None = None
         self._tls = TlsSession(server.ssl) if server.ssl is not None else None
-        self._coalesce = server.coalesce_writes
+        self._flusher = server.flusher
         self._pending: list[bytes] | None = None  # coalesced writes not yet flushed
         self._seen_out = 0  # bytes_out at the last idle sweep: sending is activity too
         self.transport: asyncio.Transport | None = None
@@ -225,13 +260,13 @@ class Connection(asyncio.Protocol):
             return
         data = frame if self._framer is None else self._framer.encode(frame)
         out = data if self._tls is None else self._tls.encrypt(data)
-        if not self._coalesce:
+        if self._flusher is None:
             transport.write(out)
         elif self._pending is not None:
             self._pending.append(out)
         else:
             self._pending = [out]
-            self._server._mark_dirty(self)
+            self._flusher.mark(self)
         stats = self.stats
         stats.bytes_out += len(data)
         stats.frames_out += 1
@@ -412,18 +447,12 @@ class TcpServer:
         limits: Limits | None = None,
         ssl: ssl_module.SSLContext | None = None,
         ssl_handshake_timeout: float = 10.0,
-        coalesce_writes: bool = False,
-        before_flush: Callable[[], None] | None = None,
+        flusher: Flusher | None = None,
     ) -> None:
         self.handler_factory = handler_factory
-        # Coalescing: sends within one loop turn go out as one write per connection at the end
-        # of the turn (after ``before_flush``), instead of one system call per send. When a
-        # flush is expensive (many connections), the next one waits as long as that flush took
-        # (at most MAX_FLUSH_DELAY), so more sends share each write as the load grows.
-        self.coalesce_writes = coalesce_writes
-        self.before_flush = before_flush
-        self._dirty: list[Connection] = []
-        self._flush_cost = 0.0
+        # With a flusher, sends are coalesced: one write per connection per flush instead of
+        # one system call per send (see Flusher).
+        self.flusher = flusher
         self.name = name
         self.framing = framing
         self.limits = limits or Limits()
@@ -520,25 +549,6 @@ class TcpServer:
         self.stats.closed_connection(conn.stats, reason)
         if not self._connections:
             self._idle.set()
-
-    def _mark_dirty(self, conn: Connection) -> None:
-        if not self._dirty:
-            loop = asyncio.get_running_loop()
-            delay = min(self._flush_cost, MAX_FLUSH_DELAY)
-            if delay < MIN_FLUSH_DELAY:
-                loop.call_soon(self._flush)
-            else:
-                loop.call_later(delay, self._flush)
-        self._dirty.append(conn)
-
-    def _flush(self) -> None:
-        started = time.perf_counter()
-        if self.before_flush is not None:
-            self.before_flush()
-        dirty, self._dirty = self._dirty, []
-        for conn in dirty:
-            conn.flush()
-        self._flush_cost = time.perf_counter() - started
 
     def _schedule_sweep(self) -> None:
         timeouts = [self.limits.idle_timeout] + ([self.ssl_handshake_timeout] if self.ssl else [])
