@@ -26,9 +26,11 @@ run.
 Target (issue): the chain's overhead on GET, 1 - wirekit/bare req/s (both one process), is at
 most 15%. On GET wirekit also checks the token (``Accounts.session``: one token, so after the
 first request a hit in its cache of verified tokens, not a JWT decode and store lookups) and
-reads the user from SQLite, which the bare app does not: the overhead measured is that of the
-chain *and* the handler's work (``--with-chain`` separates the chain's part). Login is bound by
-argon2 (CPU) on both sides. Results go to benchmarks/results/rest.json.
+looks the user up (after the first request a hit in the store's cache of accounts, and the JSON
+and ETag made for that version of the user, not SQLite), which the bare app does not: the
+overhead measured is that of the chain *and* the handler's work (``--with-chain`` separates the
+chain's part). Login is bound by argon2 (CPU) on both sides. Results go to
+benchmarks/results/rest.json.
 
 About 3.5 minutes on 2 cores.
 
@@ -78,7 +80,7 @@ USER, PASSWORD = "bench", "benchpass1"
 SERVERS = ("wirekit", "bare", "bare-2w")
 NOTES = (
     "wirekit: 1 process (no --workers), whole middleware chain; GET also checks the bearer "
-    "token (one token: cached after the first request) and reads the user from SQLite",
+    "token and looks the user up (one token, one user: both cached after the first request)",
     "bare: aiohttp + uvloop, no middleware, NO AUTH on GET (the Authorization header is "
     "ignored), the same JSON bytes from memory; login = argon2id verify in a thread + 2 HS256 "
     "JWTs, as wirekit",

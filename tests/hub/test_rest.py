@@ -7,7 +7,11 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
+
+from wirekit.hub.rest import RestApi
+from wirekit.hub.store import UserRecord, remember
 
 from .conftest import HubFixture, Web, restart
 
@@ -319,3 +323,58 @@ async def test_rate_limits_answer_429_with_retry_after(hub: HubFixture, web: Web
             problem = await resp.json()
             assert resp.status == status, problem
     assert problem["detail"] == "too many login attempts; wait a minute"
+
+
+async def test_a_users_json_is_made_once_per_version_and_never_stale(
+    hub: HubFixture, web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, bob = await register(web, "alice"), await register(web, "bob")
+    assert hub.service is not None
+    store = hub.service.store
+    assert store.user("alice") is store.user("alice")  # the store keeps the record
+    made: list[str] = []
+    user_json = RestApi._user_json
+
+    def counted(api: RestApi, record: UserRecord) -> dict[str, Any]:
+        made.append(record.name)
+        return user_json(api, record)
+
+    monkeypatch.setattr(RestApi, "_user_json", counted)
+
+    async def get() -> tuple[dict[str, Any], str]:
+        async with web.session.get(web.base + "/api/users/alice", headers=bob.headers) as resp:
+            assert resp.status == 200
+            raw = await resp.read()
+        user: dict[str, Any] = orjson.loads(raw)
+        assert raw == orjson.dumps(user)  # compact JSON
+        return user, resp.headers["ETag"]
+
+    first, tag = await get()
+    assert await get() == (first, tag) and made == ["alice"]  # the second GET: from memory
+    _, patched, _ = await alice.call("PATCH", "/api/users/alice", 200, json={"bio": "new"})
+    user, new_tag = await get()
+    assert user == patched and user["bio"] == "new" and new_tag != tag
+    store.set_profile("alice", {"bio": "by another writer"})  # under the API's feet
+    assert (await get())[0]["bio"] == "by another writer"
+    peer = await web.connect()
+    await peer.ok("auth", token=alice.grant["token"])
+    assert (await get())[0]["online"] is True
+    await peer.ws.close()
+    for _ in range(100):  # until the hub has seen the connection go
+        if "alice" not in hub.service.hub.online:
+            break
+        await asyncio.sleep(0.02)
+    assert (await get())[0]["online"] is False
+    await alice.call("DELETE", "/api/users/alice", 204)
+    assert store.user("alice") is None
+    assert (await bob.call("GET", "/api/users/alice"))[0] == 404
+
+
+def test_remember_keeps_at_most_so_many_forgetting_the_oldest() -> None:
+    cache: dict[str, int] = {}
+    for n, key in enumerate("abc"):
+        remember(cache, key, n, 3)
+    remember(cache, "b", 10, 3)  # a key it has: replaced, nothing forgotten
+    assert cache == {"a": 0, "b": 10, "c": 2}
+    remember(cache, "d", 3, 3)
+    assert cache == {"b": 10, "c": 2, "d": 3}

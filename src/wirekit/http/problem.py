@@ -1,4 +1,5 @@
-"""RFC 9457 problem details: every HTTP error wirekit answers is ``application/problem+json``."""
+"""RFC 9457 problem details: every HTTP error wirekit answers is ``application/problem+json``;
+and the JSON that handlers read (:func:`json_body`) and answer (:func:`json_response`)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ class Problem(Exception):
         self.code = code
         self.headers = headers
 
+    def response(self) -> web.Response:
+        return problem(self.status, self.code, str(self), self.headers)
+
 
 def problem_body(status: int, code: str, detail: str) -> bytes:
     """The document: ``type``, ``title``, ``status``, ``detail`` and wirekit's ``code``."""
@@ -40,19 +44,18 @@ def problem(
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """:class:`Problem` and aiohttp's own HTTP errors (404, 405, 413, ...) as problem+json."""
-    try:
-        return await handler(request)
-    except Problem as exc:
-        return problem(exc.status, exc.code, str(exc), exc.headers)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = HTTPStatus(exc.status).phrase.lower().replace(" ", "-")
-        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
-        return problem(exc.status, code, exc.reason, headers)
+def http_problem(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own HTTP errors (404, 405, 413, ...) as problem+json, with their ``Allow``
+    and ``Retry-After``."""
+    code = HTTPStatus(exc.status).phrase.lower().replace(" ", "-")
+    headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+    return problem(exc.status, code, exc.reason, headers)
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """``data`` as JSON (orjson: compact, and several times faster than aiohttp's default)."""
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json",
+                        charset="utf-8")  # fmt: skip
 
 
 async def json_body(

@@ -30,7 +30,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from ..errors import WirekitError
 from ..limits import DEFAULTS, Limits
 from ..proto.ratelimit import KeyedBuckets
-from .store import Store
+from .store import Store, remember
 
 USERNAME = re.compile(r"[a-z][a-z0-9_-]{1,31}")
 MIN_PASSWORD, MAX_PASSWORD = 8, 1024
@@ -178,9 +178,7 @@ class Accounts:
                 return session
             del self._verified[token]
         session = self._verify(token)
-        if len(self._verified) >= VERIFIED_CACHE:
-            del self._verified[next(iter(self._verified))]  # the oldest entry
-        self._verified[token] = (session, self._store.generation)
+        remember(self._verified, token, (session, self._store.generation), VERIFIED_CACHE)
         return session
 
     def _verify(self, token: str) -> Session:

@@ -11,17 +11,17 @@ import hmac
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, urlencode
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from ..http import middleware
-from ..http.problem import Problem, json_body
+from ..http.problem import Problem, json_body, json_response
 from .accounts import USERNAME, AuthError, Grant, Session
 from .engine import API_SENDER, HubError, Log, check_topic, message_text, room_named
-from .store import StoredMessage, UserRecord
+from .store import USER_CACHE, StoredMessage, UserRecord, remember
 
 if TYPE_CHECKING:
     from .service import HubService
@@ -89,6 +89,16 @@ def check_profile(patch: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
+class UserBody(NamedTuple):
+    """What ``GET /api/users/{id}`` answers for one version of a user."""
+
+    record: UserRecord  # the store hands out another one when the account changes
+    online: bool  # [1:3]: the state the JSON shows besides the record
+    admin: bool
+    body: bytes
+    etag: str
+
+
 def message_item(msg: StoredMessage) -> dict[str, Any]:
     return {"offset": msg.offset, "from": msg.sender, "ts": msg.ts,
             "data": orjson.loads(msg.text) if msg.json else msg.text}  # fmt: skip
@@ -110,6 +120,7 @@ class RestApi:
         self.api_key = api_key
         self.session = session
         self._spec = orjson.dumps(spec)
+        self._user_bodies: dict[str, UserBody] = {}  # by name
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         add = router.add_route
@@ -142,12 +153,12 @@ class RestApi:
     # -- accounts and sessions ----------------------------------------------------------------
     async def _register(self, request: web.Request) -> web.Response:
         grant = await self._sign_in(request, self.accounts.register)
-        response = web.json_response(grant.json(), status=201)
+        response = json_response(grant.json(), status=201)
         response.headers["Location"] = f"/api/users/{grant.user}"
         return response
 
     async def _login(self, request: web.Request) -> web.Response:
-        return web.json_response((await self._sign_in(request, self.accounts.login)).json())
+        return json_response((await self._sign_in(request, self.accounts.login)).json())
 
     async def _sign_in(
         self, request: web.Request, attempt: Callable[[str, str, str], Awaitable[Grant]]
@@ -165,7 +176,7 @@ class RestApi:
             grant = self.accounts.refresh(body["refresh_token"])
         except AuthError as exc:
             raise hub_problem(exc) from None
-        return web.json_response(grant.json())
+        return json_response(grant.json())
 
     async def _logout(self, request: web.Request) -> web.Response:
         session = self.session(request)
@@ -208,7 +219,7 @@ class RestApi:
         records = self.service.store.users(prefix, after, limit + 1)
         page, more = records[:limit], len(records) > limit
         cursor = page[-1].name if more else None
-        response = web.json_response(
+        response = json_response(
             {"items": [self._user_json(r) for r in page], "next_cursor": cursor}
         )
         if cursor is not None:
@@ -218,7 +229,21 @@ class RestApi:
 
     async def _user(self, request: web.Request) -> web.Response:
         self.session(request)
-        return web.json_response(self._user_json(self._record(request)))
+        made = self._user_body(self._record(request))
+        response = web.Response(body=made.body, content_type="application/json", charset="utf-8")
+        response.headers[hdrs.ETAG] = made.etag
+        return response
+
+    def _user_body(self, record: UserRecord) -> UserBody:
+        """The user's JSON and ETag, made again only for another version of the user."""
+        name = record.name
+        online, admin = name in self.hub.online, name in self._admins
+        made = self._user_bodies.get(name)
+        if made is None or made.record is not record or made[1:3] != (online, admin):
+            body = orjson.dumps(self._user_json(record))
+            made = UserBody(record, online, admin, body, middleware.entity_tag(body))
+            remember(self._user_bodies, name, made, USER_CACHE)
+        return made
 
     async def _patch_user(self, request: web.Request) -> web.Response:
         record = self._record(request)
@@ -227,7 +252,7 @@ class RestApi:
         profile = {k: v for k, v in {**record.profile, **patch}.items() if v is not None}
         self.service.store.set_profile(record.name, profile)
         updated = UserRecord(record.name, record.created, profile)
-        return web.json_response(self._user_json(updated))
+        return json_response(self._user_json(updated))
 
     async def _delete_user(self, request: web.Request) -> web.Response:
         record = self._record(request)
@@ -255,7 +280,7 @@ class RestApi:
 
     async def _rooms(self, request: web.Request) -> web.Response:
         self.session(request)
-        return web.json_response({"items": self.hub.rooms()})
+        return json_response({"items": self.hub.rooms()})
 
     async def _create_room(self, request: web.Request) -> web.Response:
         session = self.session(request)
@@ -266,17 +291,17 @@ class RestApi:
             raise hub_problem(exc) from None
         if name in self.hub.logs:
             raise Problem(409, "room-exists", f"{name} exists; join it with PUT .../members/USER")
-        response = web.json_response(self._room_json(self.hub.join(session.user, name)), status=201)
+        response = json_response(self._room_json(self.hub.join(session.user, name)), status=201)
         response.headers["Location"] = f"/api/rooms/{quote(name[1:])}"
         return response
 
     async def _get_room(self, request: web.Request) -> web.Response:
         self.session(request)
-        return web.json_response(self._room_json(self._room(request)))
+        return json_response(self._room_json(self._room(request)))
 
     async def _members(self, request: web.Request) -> web.Response:
         self.session(request)
-        return web.json_response({"items": self.hub.who(self._room(request).name)})
+        return json_response({"items": self.hub.who(self._room(request).name)})
 
     def _membership(self, request: web.Request) -> tuple[str, str]:
         """``(room, user)`` of a ``/members/{user}`` path, both existing, caller allowed."""
@@ -292,7 +317,7 @@ class RestApi:
         if user in self.hub.logs[name].members:
             return web.Response(status=204)
         self.hub.join(user, name)
-        return web.json_response({"room": name, "user": user}, status=201)
+        return json_response({"room": name, "user": user}, status=201)
 
     async def _leave(self, request: web.Request) -> web.Response:
         name, user = self._membership(request)
@@ -315,8 +340,8 @@ class RestApi:
         store = self.service.store
         stored = store.last(name, limit) if after < 0 else store.read(name, after, limit)
         items = [message_item(m) for m in stored]
-        return web.json_response({"room": name, "epoch": log.epoch, "head": log.head,
-                                  "items": items})  # fmt: skip
+        return json_response({"room": name, "epoch": log.epoch, "head": log.head,
+                              "items": items})  # fmt: skip
 
     async def _post_message(self, request: web.Request) -> web.Response:
         session = self.session(request)
@@ -327,7 +352,7 @@ class RestApi:
             offset = self.hub.publish(session.user, name, text, is_json)
         except HubError as exc:
             raise hub_problem(exc) from None
-        return web.json_response({"room": name, "offset": offset}, status=201)
+        return json_response({"room": name, "offset": offset}, status=201)
 
     # -- backend services (API key) -----------------------------------------------------------
     def _require_api_key(self, request: web.Request) -> None:
@@ -346,10 +371,10 @@ class RestApi:
         except HubError as exc:
             raise hub_problem(exc) from None
         offset = self.hub.publish(API_SENDER, name, text, is_json)
-        return web.json_response({"topic": name, "offset": offset})
+        return json_response({"topic": name, "offset": offset})
 
     async def _kick(self, request: web.Request) -> web.Response:
         self._require_api_key(request)
         user = str((await json_body(request, "user"))["user"]).lower()
         closed = self.hub.kick(user, "kicked")
-        return web.json_response({"user": user, "closed": closed})
+        return json_response({"user": user, "closed": closed})

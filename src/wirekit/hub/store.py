@@ -10,16 +10,27 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
 from ..errors import UsageError
 
 SCHEMA_VERSION = 3
+USER_CACHE = 10_000  # accounts kept in memory (SqliteStore's records, the REST API's JSON)
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def remember(cache: dict[K, V], key: K, value: V, most: int) -> None:
+    """``cache[key] = value``, forgetting the oldest entry when ``cache`` already holds ``most``."""
+    if len(cache) >= most and key not in cache:
+        del cache[next(iter(cache))]
+    cache[key] = value
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +47,7 @@ class StoredMessage:
 class UserRecord:
     name: str
     created: float
-    profile: dict[str, Any]  # display_name, bio, age: see wirekit.hub.rest
+    profile: Mapping[str, Any]  # display_name, bio, age: see wirekit.hub.rest
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +66,9 @@ class Store(Protocol):
     def password_hash(self, name: str) -> str | None:
         """The account's hash; ``None`` if there is no such account (or it was deleted)."""
 
-    def user(self, name: str) -> UserRecord | None: ...
+    def user(self, name: str) -> UserRecord | None:
+        """The account (``None`` if there is none); a cache may hand out the same record until
+        the account changes."""
 
     def users(self, prefix: str, after: str, limit: int) -> list[UserRecord]:
         """Accounts whose names start with ``prefix`` and sort after ``after``, by name."""
@@ -139,6 +152,7 @@ class SqliteStore:
         self._defer = defer
         self._in_transaction = False
         self.generation = 0
+        self._users: dict[str, UserRecord] = {}  # read recently; dropped when one changes
         path = Path(data_dir)
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -171,10 +185,17 @@ class SqliteStore:
         return None if row is None else str(row[0])
 
     def user(self, name: str) -> UserRecord | None:
-        row = self._db.execute(
-            "SELECT name, created, profile FROM users WHERE name = ? AND deleted IS NULL", (name,)
-        ).fetchone()
-        return None if row is None else UserRecord(row[0], row[1], orjson.loads(row[2]))
+        record = self._users.get(name)
+        if record is None:
+            row = self._db.execute(
+                "SELECT name, created, profile FROM users WHERE name = ? AND deleted IS NULL",
+                (name,),
+            ).fetchone()
+            if row is None:
+                return None
+            record = UserRecord(row[0], row[1], orjson.loads(row[2]))
+            remember(self._users, name, record, USER_CACHE)
+        return record
 
     def users(self, prefix: str, after: str, limit: int) -> list[UserRecord]:
         rows = self._db.execute(
@@ -185,12 +206,14 @@ class SqliteStore:
         return [UserRecord(row[0], row[1], orjson.loads(row[2])) for row in rows]
 
     def set_profile(self, name: str, profile: dict[str, Any]) -> None:
+        self._users.pop(name, None)
         self._db.execute(
             "UPDATE users SET profile = ? WHERE name = ?", (orjson.dumps(profile).decode(), name)
         )
 
     def delete_user(self, name: str) -> bool:
         self.generation += 1
+        self._users.pop(name, None)
         self.commit()
         with self._db:
             self._db.execute("BEGIN")
