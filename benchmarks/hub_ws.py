@@ -18,8 +18,9 @@ subscriber gets ``{"op":"msg","topic":"bench","offset":K,"epoch":E,"from":"bench
 "ts":T}`` (175 bytes; the reference hubs encode the same event once per publication and send
 it to every subscriber) and the publisher an ``ok``. The references store nothing and check
 nothing; wirekit also appends each publication to SQLite and rate-limits the publisher. wirekit
-coalesces the frames bound for one connection into one write per loop turn; the references
-write each frame when it is sent (one send per subscriber per message, as their APIs do).
+batches: the publications of one loop turn go to each subscriber as one write of their joined
+frames (a batch grows while the previous flush runs); the references write each frame when it
+is sent (one send per subscriber per message, as their APIs do).
 The load client is C, as for hub_tcp.py, so that it is not the side that saturates
 (``wirekit load --fanout`` handles every delivery in Python).
 
