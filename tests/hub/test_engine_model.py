@@ -132,6 +132,15 @@ class HubModel(RuleBasedStateMachine):
         if sub.behind_since is not None:
             sub.catch_up()
 
+    @rule(sub=subs)
+    def reply(self, sub: FakeSubscriber) -> None:
+        """A front about to write ``sub`` a reply: what was published before reaches it first."""
+        if sub in self.live:
+            self.hub.overtake(sub)
+            if sub.behind_since is None:
+                for room, last in sub.cursors.items():
+                    assert last == self.hub.logs[room].head, (room, last)
+
     @rule()
     def flush(self) -> None:
         self.hub.flush()

@@ -153,6 +153,7 @@ class ChatSession(Handler):
         assert self.sub is not None
         name = check_log(room)
         _, messages = self.service.hub.history(self.sub.user, name, _number(count))
+        self.service.hub.overtake(self.sub)
         for encoded in messages:
             self.conn.send(encoded.data(self.mode))
         self._reply("history", room=name, message=f"end of history of {name}")
@@ -235,6 +236,8 @@ class ChatSession(Handler):
         self._send({"type": "error", "code": code, "message": message})
 
     def _send(self, event: dict[str, Any]) -> None:
+        if self.sub is not None:
+            self.service.hub.overtake(self.sub)  # a reply goes after what was published before
         self.conn.send(Encoded(event).data(self.mode))
 
 

@@ -13,7 +13,8 @@ Batches: with a ``wake`` callback, :meth:`Hub.publish` queues the publication on
 calls ``wake``; the caller then runs :meth:`Hub.flush` soon (before its coalesced writes go
 out), which hands each log's queued publications to every live subscriber as one write of
 their joined bytes: a subscriber costs one check and one write per batch, not per message.
-Events that are not logged (presence, membership) flush first, so each connection still sees
+Events that are not logged (presence, membership) flush first, and a reply to one connection
+takes what is queued for it first (:meth:`Hub.overtake`), so each connection still sees
 everything in the order it happened. Without ``wake`` each publication is delivered at once.
 
 No I/O here besides the store: fronts implement :class:`Subscriber` over their transport.
@@ -393,6 +394,15 @@ class Hub:
             self._queued.append(log)
         log.queued.append((offset, encoded))
         return offset
+
+    def overtake(self, sub: Subscriber) -> None:
+        """Deliver to ``sub`` alone, now, what is queued for it: a front calls this before it
+        writes ``sub`` a reply, so that the reply does not overtake them. At the flush, ``sub``
+        skips them (its cursor is past them)."""
+        for log in self._queued:
+            if sub in log.subscribers:
+                for offset, encoded in log.queued:
+                    sub.deliver(log, offset, encoded)
 
     def flush(self) -> None:
         """Deliver the queued publications (batched delivery): to each live subscriber that is

@@ -225,7 +225,7 @@ class WsSession(Handler):
         self._ok(request, rooms=[{"topic": r.pop("room"), **r} for r in rooms])
 
     def _op_ping(self, request: Request) -> None:
-        self.conn.send(reply("pong", request.id))
+        self._reply(reply("pong", request.id))
 
     # -- helpers ----------------------------------------------------------------------------------
     def _login(self, session: Session) -> list[dict[str, Any]]:
@@ -265,8 +265,13 @@ class WsSession(Handler):
                     "messages per second; this request was dropped")  # fmt: skip
 
     def _ok(self, request: Request, **fields: Any) -> None:
-        self.conn.send(reply("ok", request.id, **fields))
+        self._reply(reply("ok", request.id, **fields))
 
     def _error(self, rid: Any, code: str, reason: str) -> None:
         self.front.errors[code] += 1
-        self.conn.send(error(rid, code, reason))
+        self._reply(error(rid, code, reason))
+
+    def _reply(self, frame: bytes) -> None:
+        """A reply goes after what was published before the request."""
+        self.front.service.hub.overtake(self.sub)
+        self.conn.send(frame)
