@@ -25,7 +25,7 @@ from wirekit.hub.files import safe_name
 from wirekit.io.tls import client_context
 from wirekit.limits import KiB, MiB
 
-from .conftest import HubFixture, restart
+from .conftest import HubFixture, Web, restart
 
 pytestmark = pytest.mark.anyio
 
@@ -54,26 +54,12 @@ def part_tail() -> bytes:
     return f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
-class Api:
-    def __init__(self, hub: HubFixture, session: aiohttp.ClientSession) -> None:
-        self.hub = hub
-        self.session = session
-
-    @property
-    def base(self) -> str:
-        assert self.hub.service is not None and self.hub.service.web is not None
-        return f"http://127.0.0.1:{self.hub.service.web.server.address[1]}"
+class Api(Web):
+    """:class:`Web` plus the file endpoints."""
 
     @property
     def files_dir(self) -> Path:
         return self.hub.data_dir / "files"
-
-    async def token(self, user: str, register: bool = True) -> str:
-        path = "/api/users" if register else "/api/login"
-        body = {"user": user, "password": f"password-{user}"}
-        async with self.session.post(self.base + path, json=body) as resp:
-            assert resp.status in (200, 201), await resp.text()
-            return str((await resp.json())["token"])
 
     async def post(
         self, token: str | None, body: Any, content_type: str = FORM
