@@ -93,7 +93,7 @@ class UserBody(NamedTuple):
     """What ``GET /api/users/{id}`` answers for one version of a user."""
 
     record: UserRecord  # the store hands out another one when the account changes
-    online: bool  # [1:3]: the state the JSON shows besides the record
+    online: bool  # the state the JSON shows besides the record
     admin: bool
     body: bytes
     etag: str
@@ -239,7 +239,11 @@ class RestApi:
         name = record.name
         online, admin = name in self.hub.online, name in self._admins
         made = self._user_bodies.get(name)
-        if made is None or made.record is not record or made[1:3] != (online, admin):
+        if (
+            made is None
+            or made.record is not record
+            or (made.online, made.admin) != (online, admin)
+        ):
             body = orjson.dumps(self._user_json(record))
             made = UserBody(record, online, admin, body, middleware.entity_tag(body))
             remember(self._user_bodies, name, made, USER_CACHE)

@@ -89,8 +89,7 @@ class Flusher:
 
     def mark(self, conn: Connection) -> None:
         self._dirty.append(conn)
-        if not self._scheduled:
-            self.request()
+        self.request()
 
     def request(self) -> None:
         if self._scheduled:
