@@ -47,7 +47,7 @@ from aiohttp.multipart import (
     parse_content_disposition,
 )
 
-from ..http.problem import Problem, json_body, problem
+from ..http.problem import Problem, json_body, json_response, problem
 from ..io.server import ConnectionTransport
 from ..limits import KiB
 from .accounts import Session
@@ -363,7 +363,9 @@ class FileApi:
             raise
         log.info("file stored", extra={"event": "file_stored", "user": session.user,
                                        "id": file_id, "size": size})  # fmt: skip
-        return web.json_response(meta.json(), status=201, headers={hdrs.LOCATION: meta.url})
+        response = json_response(meta.json(), status=201)
+        response.headers[hdrs.LOCATION] = meta.url
+        return response
 
     async def _file_part(self, reader: MultipartReader) -> BodyPartReader:
         """The form's part, which must be named ``file``."""
@@ -451,7 +453,7 @@ class FileApi:
         limit = query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
         mine = [f for f in self.files.values() if f.owner == user]
         mine.sort(key=lambda f: (f.created, f.id), reverse=True)
-        return web.json_response({"items": [f.json() for f in mine[:limit]]})
+        return json_response({"items": [f.json() for f in mine[:limit]]})
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
         meta = self._readable(request, self.session(request).user)
@@ -489,4 +491,4 @@ class FileApi:
         if room not in meta.rooms:
             meta.rooms.append(room)
             await self._save(meta.id)
-        return web.json_response({"room": room, "offset": offset}, status=201)
+        return json_response({"room": room, "offset": offset}, status=201)

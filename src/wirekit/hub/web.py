@@ -28,7 +28,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from ..http import middleware
-from ..http.problem import Problem, problem, problem_body
+from ..http.problem import Problem, json_response, problem, problem_body
 from ..io.server import Connection, ConnectionTransport, Handler, TcpServer
 from ..proto import ws
 from .accounts import AuthError, Session
@@ -423,7 +423,7 @@ class WebFront:
         return self._file(name)
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return json_response({"status": "ok"})
 
     async def _late_upgrade(self, request: web.Request) -> web.StreamResponse:
         """An upgrade on a connection aiohttp already serves (a client's keep-alive pool): the
