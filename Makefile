@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := openssl gcc chromium nft curl
+APT_PACKAGES := openssl gcc chromium nft curl redis-server
 # Debian packages only benchmarks use (load generators): wrk (bench-rest).
 BENCH_APT_PACKAGES := wrk
 
@@ -23,7 +23,8 @@ install: $(STAMP)
 # Debian packages the tests and benchmarks call, installed only when missing: openssl
 # (s_client, the TLS oracle), chromium (renders the load report under Playwright), nft (package
 # nftables: drops packets for the UDP loss test), gcc (builds the benchmarks' C load clients),
-# curl (the HTTP oracle of the TLS and `wirekit http` tests).
+# curl (the HTTP oracle of the TLS and `wirekit http` tests), redis-server (the multi-node
+# engine's tests start their own).
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

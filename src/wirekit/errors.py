@@ -100,5 +100,9 @@ class PoolClosed(UsageError):
     """The pool was used after :meth:`ConnectionPool.aclose`."""
 
 
+class Unavailable(TransportError):
+    """A service wirekit depends on (the hub's Redis) cannot be reached now: retry later."""
+
+
 class GaveUp(TransportError):
     """A reconnecting client exhausted its reconnect attempts."""

@@ -10,9 +10,11 @@ import click
 
 from ..errors import UsageError
 from ..hub.accounts import REFRESH_TTL, TOKEN_TTL
+from ..hub.cluster import PRESENCE_TTL
 from ..hub.engine import TOPIC
-from ..hub.service import HubConfig, serve_until_stopped
-from ..io.loop import run
+from ..hub.redisstore import MAX_LENGTH
+from ..hub.service import HubConfig
+from ..hub.service import serve as serve_hub
 from ..limits import DEFAULTS
 from .common import HOSTPORT, build_limits, limit_options, resolve_tls, tls_server_options
 
@@ -158,6 +160,44 @@ LOGIN_ADDRESS_FACTOR = DEFAULTS.login_per_address // DEFAULTS.login_per_user
     show_default=True,
     help="Seconds a refresh token is valid.",
 )
+@click.option(
+    "--engine",
+    default=None,
+    metavar="redis://HOST:PORT/DB",
+    envvar="WIREKIT_ENGINE",
+    help="Share accounts, rooms, history and presence with other nodes through this Redis "
+    "(docs/cluster.md). [default: embedded: SQLite in DATA, delivery in this process]",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Processes sharing the ports (SO_REUSEPORT), each a node; needs --engine. Worker i "
+    "serves /metrics on the --metrics port + i.",
+)
+@click.option(
+    "--presence-ttl",
+    type=float,
+    default=PRESENCE_TTL,
+    show_default=True,
+    help="With --engine: seconds after which the users of a node that stopped answering go "
+    "offline.",
+)
+@click.option(
+    "--retention-length",
+    type=int,
+    default=MAX_LENGTH,
+    show_default=True,
+    help="With --engine: messages kept per room or topic (about; older ones are trimmed).",
+)
+@click.option(
+    "--retention-age",
+    type=float,
+    default=0,
+    show_default=True,
+    help="With --engine: seconds messages are kept (0: no age limit).",
+)
 @tls_server_options
 @limit_options
 def serve(
@@ -181,6 +221,11 @@ def serve(
     admins: tuple[str, ...],
     token_ttl: float,
     refresh_ttl: float,
+    engine: str | None,
+    workers: int,
+    presence_ttl: float,
+    retention_length: int,
+    retention_age: float,
     tls: bool,
     cert: str | None,
     key: str | None,
@@ -197,6 +242,7 @@ def serve(
       wirekit serve --public-topics news,sports
       curl -N 'http://127.0.0.1:8080/sse?topic=news'
       wirekit serve --chat 0.0.0.0:7000 --tls --data /var/lib/wirekit
+      wirekit serve --engine redis://127.0.0.1:6379/0 --workers 2
     """
     if message_rate <= 0 or send_queue < 1024 or behind_timeout <= 0:
         raise UsageError("--message-rate and --behind-timeout must be > 0, --send-queue >= 1024")
@@ -212,6 +258,12 @@ def serve(
             raise UsageError(
                 f"--public-topics: {topic!r} is not a push topic name (a-z 0-9 _ . : -)"
             )
+    if engine is not None and not engine.startswith("redis://"):
+        raise UsageError(f"--engine: expected redis://HOST:PORT/DB, got {engine!r}")
+    if presence_ttl < 1 or retention_length < 1 or retention_age < 0:
+        raise UsageError(
+            "--presence-ttl must be >= 1 s, --retention-length >= 1, --retention-age >= 0"
+        )
     if token_ttl <= 0 or refresh_ttl < token_ttl:
         raise UsageError("--token-ttl must be > 0 and --refresh-ttl at least as long")
     cert, key = resolve_tls(tls, cert, key, data_dir)
@@ -251,5 +303,9 @@ def serve(
         ),
         cert=cert,
         key=key,
+        engine=engine,
+        presence_ttl=presence_ttl,
+        retention_length=retention_length,
+        retention_age=retention_age,
     )
-    run(serve_until_stopped(config))
+    raise SystemExit(serve_hub(config, workers))

@@ -56,6 +56,7 @@ from aiohttp import hdrs, web
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..errors import Unavailable
 from ..proto.ratelimit import KeyedBuckets
 from .problem import Handler, Problem, http_problem, problem
 
@@ -444,6 +445,8 @@ class Chain:
                         response = apply(request, response)
             except Problem as exc:
                 response = exc.response()
+            except Unavailable as exc:
+                response = problem(503, "unavailable", str(exc), {"Retry-After": "1"})
             except web.HTTPException as exc:
                 if exc.status < 400:
                     raise  # a redirect: aiohttp answers it

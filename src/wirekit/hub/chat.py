@@ -10,7 +10,8 @@ from ..io.server import Connection, Handler
 from ..proto.chat import BadLine, ChatReader, Command, Mode, help_lines
 from ..proto.ratelimit import TokenBucket
 from .accounts import AuthError, Grant
-from .engine import Encoded, HubError, Subscriber, check_log, check_room
+from .engine import Encoded, Subscriber, check_log, check_room
+from .store import HubError
 
 if TYPE_CHECKING:
     from .service import HubService

@@ -17,6 +17,13 @@ Events that are not logged (presence, membership) flush first, and a reply to on
 takes what is queued for it first (:meth:`Hub.overtake`), so each connection still sees
 everything in the order it happened. Without ``wake`` each publication is delivered at once.
 
+Several nodes (the multi-node engine) share one store; :class:`Peers` connects this hub to
+the others. Then a publication is not delivered by the node that stored it: every node,
+that one too, gets it from the store's channel in offset order (:meth:`Hub.receive`), but only
+for the logs it *follows* (those with local subscribers). Changes of membership, kicks and
+deletions are announced to the other nodes, which :meth:`Hub.apply` them; presence is counted
+across nodes (:meth:`Peers.present`) and each node is told who came online or went offline.
+
 No I/O here besides the store: fronts implement :class:`Subscriber` over their transport.
 """
 
@@ -26,14 +33,14 @@ import abc
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
 from ..limits import DEFAULTS, Limits
 from ..proto.chat import encode_event
 from ..proto.wsapi import encode_sse, encode_ws
-from .store import Store, StoredMessage
+from .store import HubError, Store, StoredMessage
 
 ROOM = re.compile(r"#[a-z0-9][a-z0-9_.-]{0,47}")
 TOPIC = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
@@ -47,14 +54,6 @@ ENCODERS: dict[Wire, Callable[[dict[str, Any]], bytes]] = {
     "sse": encode_sse,
 }
 CATCH_UP_BATCH = 256
-
-
-class HubError(Exception):
-    """A request the hub refuses; ``code`` goes back to the client."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def check_room(name: str) -> str:
@@ -230,6 +229,27 @@ class Subscriber(abc.ABC):
             self.hub.fell_behind += 1
 
 
+class Peers(Protocol):
+    """The other nodes sharing this hub's store (``None`` for a hub on its own)."""
+
+    def announce(self, event: dict[str, Any]) -> None:
+        """Tell the other nodes: they :meth:`Hub.apply` it."""
+
+    def follow(self, log: Log) -> None:
+        """``log`` got its first local subscriber: receive its messages after ``log.head``
+        (:meth:`Hub.receive`), those already published first."""
+
+    def unfollow(self, log: Log) -> None:
+        """``log`` lost its last local subscriber: stop receiving its messages."""
+
+    def present(self, sub: Subscriber) -> None:
+        """``sub`` logged in here; if its user was offline everywhere, every node is told
+        ``online`` (:meth:`Hub.apply`). Never raises: presence is kept up by heartbeats."""
+
+    def absent(self, sub: Subscriber) -> None:
+        """``sub`` left; if that was its user's last connection anywhere, ``offline``."""
+
+
 class Hub:
     def __init__(
         self,
@@ -237,11 +257,14 @@ class Hub:
         limits: Limits = DEFAULTS,
         clock: Callable[[], float] = time.monotonic,
         wake: Callable[[], None] | None = None,
+        peers: Peers | None = None,
     ) -> None:
         self.store = store
         self.limits = limits
         self.clock = clock
         self.wake = wake  # batched delivery: called when a flush is needed
+        self.peers = peers
+        self.present: set[str] = set()  # with peers: users online on any node
         self._queued: list[Log] = []  # logs with queued publications
         self.logs: dict[str, Log] = {}
         for info in store.logs():
@@ -260,12 +283,14 @@ class Hub:
         :meth:`resume`). Logs the user joins later are followed either way."""
         logs = self.logs_of(sub.user)
         for log in logs if follow else ():
-            log.subscribers.add(sub)
+            self._subscribe(log, sub)
             sub.cursors[log.name] = log.head
         conns = self.online.setdefault(sub.user, set())
         conns.add(sub)
-        if len(conns) == 1:
-            self._tell(logs, {"type": "online", "user": sub.user}, skip=sub)
+        if self.peers is not None:
+            self.peers.present(sub)
+        elif len(conns) == 1:
+            self._tell(logs, {"type": "online", "user": sub.user}, skip_user=sub.user)
         return logs
 
     def detach(self, sub: Subscriber) -> None:
@@ -273,22 +298,36 @@ class Hub:
         for name in sub.cursors:
             log = self.logs.get(name)
             if log is not None:
-                log.subscribers.discard(sub)
+                self._unsubscribe(log, sub)
         sub.cursors.clear()
         self.behind.pop(sub, None)
         conns = self.online.get(sub.user)
-        if conns is None:
+        if conns is None or sub not in conns:
             return
         conns.discard(sub)
         if not conns:
             del self.online[sub.user]
+        if self.peers is not None:
+            self.peers.absent(sub)
+        elif not conns:
             self._tell(self.logs_of(sub.user), {"type": "offline", "user": sub.user})
 
     def logs_of(self, user: str) -> list[Log]:
         return [log for log in self.logs.values() if user in log.members]
 
+    def is_online(self, user: str) -> bool:
+        """Whether ``user`` has a connection here (or, with peers, on any node)."""
+        return user in self.online or user in self.present
+
     def kick(self, user: str, reason: str, session_id: str | None = None) -> int:
-        """Close every connection of ``user`` (only those of one session, if given)."""
+        """Close every connection of ``user`` (only those of one session, if given), on every
+        node; returns how many were here."""
+        if self.peers is not None:
+            self.peers.announce({"type": "kick", "user": user, "reason": reason,
+                                 "session": session_id})  # fmt: skip
+        return self._kick(user, reason, session_id)
+
+    def _kick(self, user: str, reason: str, session_id: str | None) -> int:
         subs = [
             sub
             for sub in self.online.get(user, ())
@@ -304,11 +343,16 @@ class Hub:
         its connections are closed; returns how many."""
         if not self.store.delete_user(user):
             raise HubError("no-such-user", f"no user {user}")
+        if self.peers is not None:
+            self.peers.announce({"type": "deleted", "user": user})
+        return self._deleted(user)
+
+    def _deleted(self, user: str) -> int:
         for log in self.logs_of(user):
             if not log.private:
                 self._tell([log], {"type": "leave", "room": log.name, "user": user})
             log.members.discard(user)
-        return self.kick(user, "account-deleted")
+        return self._kick(user, "account-deleted", None)
 
     def overdue(self, now: float) -> list[Subscriber]:
         """Subscribers behind for longer than ``behind_timeout``: the front disconnects them."""
@@ -318,24 +362,32 @@ class Hub:
     # -- rooms --------------------------------------------------------------------------------
     def join(self, user: str, room: str) -> Log:
         room = check_room(room)
-        log = self.logs.get(room)
-        if log is None:
-            info = self.store.create_log(room)
-            log = self.logs[room] = Log(info.name, info.epoch, info.head)
+        log = self._log(room)
         if user not in log.members:
             self.store.add_member(room, user)
-            log.members.add(user)
-            self._follow(log, user)
-            self._tell([log], {"type": "join", "room": room, "user": user})
+            self._joined(log, user)
+            if self.peers is not None:
+                self.peers.announce({"type": "join", "room": room, "user": user,
+                                     "head": self._head(log)})  # fmt: skip
         return log
+
+    def _joined(self, log: Log, user: str, since: int | None = None) -> None:
+        log.members.add(user)
+        self._follow(log, user, since)
+        self._tell([log], {"type": "join", "room": log.name, "user": user})
 
     def leave(self, user: str, room: str) -> None:
         log = self.member_log(user, check_room(room))
-        self._tell([log], {"type": "leave", "room": log.name, "user": user})
         self.store.remove_member(log.name, user)
+        self._left(log, user)
+        if self.peers is not None:
+            self.peers.announce({"type": "leave", "room": log.name, "user": user})
+
+    def _left(self, log: Log, user: str) -> None:
+        self._tell([log], {"type": "leave", "room": log.name, "user": user})
         log.members.discard(user)
         for sub in self.online.get(user, ()):
-            log.subscribers.discard(sub)
+            self._unsubscribe(log, sub)
             sub.cursors.pop(log.name, None)
 
     def member_log(self, user: str, name: str) -> Log:
@@ -351,7 +403,7 @@ class Hub:
             {
                 "room": log.name,
                 "members": len(log.members),
-                "online": sum(1 for m in log.members if m in self.online),
+                "online": sum(1 for m in log.members if self.is_online(m)),
             }
             for log in sorted(self.logs.values(), key=lambda log: log.name)
             if log.name.startswith("#")
@@ -361,7 +413,7 @@ class Hub:
         log = self.logs.get(check_room(room))
         if log is None:
             raise HubError("no-such-room", f"no room {room}")
-        return [{"user": m, "online": m in self.online} for m in sorted(log.members)]
+        return [{"user": m, "online": self.is_online(m)} for m in sorted(log.members)]
 
     # -- messages -----------------------------------------------------------------------------
     def open_log(self, user: str, name: str) -> Log:
@@ -369,6 +421,10 @@ class Hub:
         of, or a push topic (created on first use)."""
         if name.startswith(("#", "@")):
             return self.member_log(user, name)
+        return self._log(name)
+
+    def _log(self, name: str) -> Log:
+        """The log ``name``, created (in the store too) if there is none."""
         log = self.logs.get(name)
         if log is None:
             info = self.store.create_log(name)
@@ -380,20 +436,43 @@ class Hub:
         marks ``text`` as the JSON encoding of a non-string value."""
         log = self.open_log(user, name)
         ts = time.time()
-        offset = log.head = self.store.append(name, ts, user, text, json)
+        offset = self.store.append(name, ts, user, text, json)
         self.published += 1
-        stored = StoredMessage(name, offset, ts, user, text, json)
-        encoded = Encoded(message_event(log, stored))
+        if self.peers is None:  # else every node, this one too, receives it from the store
+            log.head = offset
+            self._deliver(log, StoredMessage(name, offset, ts, user, text, json))
+        return offset
+
+    def receive(self, msg: StoredMessage) -> None:
+        """With peers: a message of a followed log, as the store's channel carries it (in
+        offset order, with no gap). One this hub already has is ignored."""
+        log = self.logs.get(msg.log)
+        if log is None or msg.offset <= log.head:
+            return
+        log.head = msg.offset
+        self._deliver(log, msg)
+
+    def lost(self, log: Log, epoch: str) -> None:
+        """With peers: the store lost ``log``'s history (Redis came back empty), which goes on
+        under a new epoch from offset 0. Its subscribers are told (``lost``) and follow on."""
+        log.epoch, log.head = epoch, 0
+        encoded = Encoded({"type": "lost", "room": log.name, "epoch": epoch})
+        for sub in log.subscribers:
+            sub.cursors[log.name] = 0
+            sub.write(encoded.data(sub.mode))
+
+    def _deliver(self, log: Log, msg: StoredMessage) -> None:
+        offset = msg.offset
+        encoded = Encoded(message_event(log, msg))
         if self.wake is None:
             for sub in log.subscribers:
                 sub.deliver(log, offset, encoded)
-            return offset
+            return
         if not log.queued:
             if not self._queued:
                 self.wake()
             self._queued.append(log)
         log.queued.append((offset, encoded))
-        return offset
 
     def overtake(self, sub: Subscriber) -> None:
         """Deliver to ``sub`` alone, now, what is queued for it: a front calls this before it
@@ -442,13 +521,19 @@ class Hub:
         name = private_log(user, to)
         log = self.logs.get(name)
         if log is None:
-            info = self.store.create_log(name)
-            log = self.logs[name] = Log(info.name, info.epoch, info.head)
+            log = self._log(name)
             for member in {user, to}:
                 self.store.add_member(name, member)
-                log.members.add(member)
-                self._follow(log, member)
+            self._conversation(log, {user, to})
+            if self.peers is not None:
+                self.peers.announce({"type": "members", "log": name, "users": [user, to],
+                                     "head": self._head(log)})  # fmt: skip
         return self.publish(user, name, text, json)
+
+    def _conversation(self, log: Log, users: Iterable[str], since: int | None = None) -> None:
+        for member in users:
+            log.members.add(member)
+            self._follow(log, member, since)
 
     def history(
         self, user: str, name: str, count: int, before: int | None = None
@@ -465,14 +550,14 @@ class Hub:
             users = sorted({sub.user for sub in log.subscribers if sub.user})
             return {"users": [{"user": u, "online": True} for u in users],
                     "subscribers": len(log.subscribers)}  # fmt: skip
-        return {"users": [{"user": m, "online": m in self.online} for m in sorted(log.members)]}
+        return {"users": [{"user": m, "online": self.is_online(m)} for m in sorted(log.members)]}
 
     def unsubscribe(self, sub: Subscriber, name: str) -> None:
         """``sub`` stops following ``name`` (membership is unchanged)."""
         self.flush()
         log = self.logs.get(name)
         if log is not None:
-            log.subscribers.discard(sub)
+            self._unsubscribe(log, sub)
         sub.cursors.pop(name, None)
 
     def resume(self, sub: Subscriber, name: str, after: int, epoch: str | None) -> Log:
@@ -482,26 +567,75 @@ class Hub:
         if epoch is not None and epoch != log.epoch:
             sub.write(Encoded({"type": "lost", "room": name, "epoch": log.epoch}).data(sub.mode))
             after = 0
+        self._subscribe(log, sub)
         sub.cursors[name] = max(0, min(after, log.head))
-        log.subscribers.add(sub)
         sub.catch_up()
         return log
 
+    # -- other nodes --------------------------------------------------------------------------
+    def apply(self, event: dict[str, Any]) -> None:
+        """What another node announced (:meth:`Peers.announce`), or the cluster's presence
+        (``online``/``offline``, for every node): update this hub's view and tell the local
+        subscribers concerned."""
+        kind, user = event.get("type"), str(event.get("user", ""))
+        if kind in ("online", "offline"):
+            if kind == "online":
+                self.present.add(user)
+            else:
+                self.present.discard(user)
+            self._tell(self.logs_of(user), {"type": kind, "user": user}, skip_user=user)
+        elif kind == "join":
+            log = self._log(str(event["room"]))
+            if user not in log.members:
+                self._joined(log, user, int(event["head"]))
+        elif kind == "leave":
+            left = self.logs.get(str(event["room"]))
+            if left is not None and user in left.members:
+                self._left(left, user)
+        elif kind == "members":
+            log = self._log(str(event["log"]))
+            self._conversation(log, map(str, event["users"]), int(event["head"]))
+        elif kind == "kick":
+            session = event.get("session")
+            self._kick(user, str(event["reason"]), None if session is None else str(session))
+        elif kind == "deleted":
+            self._deleted(user)
+
     # -- internals ----------------------------------------------------------------------------
-    def _follow(self, log: Log, user: str) -> None:
+    def _subscribe(self, log: Log, sub: Subscriber, since: int | None = None) -> None:
+        """``sub`` follows ``log``. With peers, the log's first local subscriber makes this
+        node follow it, from offset ``since`` (where a membership began; default: the store's
+        head now). Before that, this node did not know the log's head."""
+        if not log.subscribers and self.peers is not None:
+            log.head = self._head(log) if since is None else since
+            self.peers.follow(log)
+        log.subscribers.add(sub)
+
+    def _head(self, log: Log) -> int:
+        """The log's head: the store's when this node does not follow it."""
+        if log.subscribers or self.peers is None:
+            return log.head
+        return self.store.create_log(log.name).head
+
+    def _unsubscribe(self, log: Log, sub: Subscriber) -> None:
+        subscribers = log.subscribers
+        if sub in subscribers:
+            subscribers.discard(sub)
+            if not subscribers and self.peers is not None:
+                self.peers.unfollow(log)
+
+    def _follow(self, log: Log, user: str, since: int | None = None) -> None:
         """Every connection of ``user`` follows ``log`` from now on."""
         for sub in self.online.get(user, ()):
-            log.subscribers.add(sub)
+            self._subscribe(log, sub, since)
             sub.cursors.setdefault(log.name, log.head)
 
-    def _tell(
-        self, logs: Iterable[Log], event: dict[str, Any], skip: Subscriber | None = None
-    ) -> None:
+    def _tell(self, logs: Iterable[Log], event: dict[str, Any], skip_user: str = "") -> None:
         self.flush()  # the publications before this event go out before it
         encoded = Encoded(event)
         seen: set[Subscriber] = set()
         for log in logs:
             for sub in log.subscribers:
-                if sub is not skip and sub not in seen:
+                if sub.user != skip_user and sub not in seen:
                     seen.add(sub)
                     sub.notify(encoded)

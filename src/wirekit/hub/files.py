@@ -51,9 +51,10 @@ from ..http.problem import Problem, json_body, json_response, problem
 from ..io.server import ConnectionTransport
 from ..limits import KiB
 from .accounts import Session
-from .engine import HubError, message_text, room_named
+from .engine import message_text, room_named
 from .openapi import LIMIT, ROOM, body, obj, ok, op, path_param, ref
 from .rest import PAGE_DEFAULT, PAGE_MAX, hub_problem, iso, query_int
+from .store import HubError
 
 if TYPE_CHECKING:
     from .service import HubService

@@ -20,8 +20,8 @@ from aiohttp import hdrs, web
 from ..http import middleware
 from ..http.problem import Problem, json_body, json_response
 from .accounts import USERNAME, AuthError, Grant, Session
-from .engine import API_SENDER, HubError, Log, check_topic, message_text, room_named
-from .store import USER_CACHE, StoredMessage, UserRecord, remember
+from .engine import API_SENDER, Log, check_topic, message_text, room_named
+from .store import USER_CACHE, HubError, StoredMessage, UserRecord, remember
 
 if TYPE_CHECKING:
     from .service import HubService
@@ -30,7 +30,8 @@ API_KEY_PATHS = frozenset({"/api/publish", "/api/kick"})  # these take the API k
 AUTH_STATUS = {"bad-login": 401, "bad-token": 401, "token-expired": 401, "name-taken": 409,
                "bad-username": 422, "bad-password": 422, "rate-limited": 429}  # fmt: skip
 HUB_STATUS = {"too-large": 413, "not-a-member": 403, "no-such-room": 404, "no-such-user": 404,
-              "not-public": 401, "bad-room": 422, "bad-topic": 422}  # fmt: skip
+              "not-public": 401, "bad-room": 422, "bad-topic": 422,
+              "unavailable": 503}  # fmt: skip
 PAGE_DEFAULT, PAGE_MAX = 50, 100
 # Profile fields: text of at most N characters, matching the pattern (no control characters;
 # a bio may have line breaks and tabs), and an age.
@@ -190,7 +191,7 @@ class RestApi:
         return {"id": record.name, "display_name": profile.get("display_name"),
                 "bio": profile.get("bio"), "age": profile.get("age"),
                 "created": iso(record.created), "admin": record.name in self._admins,
-                "online": record.name in self.hub.online}  # fmt: skip
+                "online": self.hub.is_online(record.name)}  # fmt: skip
 
     @property
     def _admins(self) -> frozenset[str]:
@@ -237,7 +238,7 @@ class RestApi:
     def _user_body(self, record: UserRecord) -> UserBody:
         """The user's JSON and ETag, made again only for another version of the user."""
         name = record.name
-        online, admin = name in self.hub.online, name in self._admins
+        online, admin = self.hub.is_online(name), name in self._admins
         made = self._user_bodies.get(name)
         if (
             made is None
@@ -279,7 +280,7 @@ class RestApi:
     def _room_json(self, log: Log) -> dict[str, Any]:
         members = log.members
         return {"room": log.name, "members": len(members),
-                "online": sum(1 for m in members if m in self.hub.online),
+                "online": sum(1 for m in members if self.hub.is_online(m)),
                 "head": log.head, "epoch": log.epoch}  # fmt: skip
 
     async def _rooms(self, request: web.Request) -> web.Response:

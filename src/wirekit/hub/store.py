@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
-from ..errors import UsageError
+from ..errors import Unavailable, UsageError
 
 SCHEMA_VERSION = 3
 USER_CACHE = 10_000  # accounts kept in memory (SqliteStore's records, the REST API's JSON)
@@ -31,6 +31,23 @@ def remember(cache: dict[K, V], key: K, value: V, most: int) -> None:
     if len(cache) >= most and key not in cache:
         del cache[next(iter(cache))]
     cache[key] = value
+
+
+class HubError(Exception):
+    """A request the hub refuses; ``code`` goes back to the client."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class StoreUnavailable(HubError, Unavailable):
+    """The store cannot be reached (the multi-node engine's Redis is down): nothing was done;
+    the client may retry. HTTP answers 503, the chat and WebSocket fronts an ``unavailable``
+    error."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("unavailable", message)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,10 +32,11 @@ from ..http.problem import Problem, json_response, problem, problem_body
 from ..io.server import Connection, ConnectionTransport, Handler, TcpServer
 from ..proto import ws
 from .accounts import AuthError, Session
-from .engine import HubError, Subscriber, check_topic
+from .engine import Subscriber, check_topic
 from .files import FileApi
 from .openapi import spec
 from .rest import API_KEY_PATHS, HUB_STATUS, RestApi
+from .store import HubError
 from .ws import WsSession
 
 if TYPE_CHECKING:
@@ -345,11 +346,17 @@ class WebFront:
             return None
         return session
 
-    async def start(self, host: str, port: int, redirect: tuple[str, int] | None = None) -> None:
+    async def start(
+        self,
+        host: str,
+        port: int,
+        redirect: tuple[str, int] | None = None,
+        reuse_port: bool = False,
+    ) -> None:
         """Listen on ``host:port``; with TLS and ``redirect``, also send plain HTTP requests on
         ``redirect`` to their https URL."""
         await self.runner.setup()
-        await self.server.start(host, port)
+        await self.server.start(host, port, reuse_port=reuse_port)
         if redirect is not None:
             https_port = self.server.address[1]
             self.redirect = TcpServer(
@@ -357,7 +364,7 @@ class WebFront:
                 name="http-redirect",
                 limits=self.service.config.limits,
             )
-            await self.redirect.start(*redirect)
+            await self.redirect.start(*redirect, reuse_port=reuse_port)
         self._beat()
 
     async def shutdown(self, grace: float | None = None) -> None:
@@ -398,6 +405,7 @@ class WebFront:
         app.router.add_get("/", self._index)
         app.router.add_get("/static/{name}", self._static)
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/ws", self._late_upgrade)
         app.router.add_get("/sse", self._sse)
         api = spec(*files.openapi())
@@ -423,7 +431,16 @@ class WebFront:
         return self._file(name)
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        return json_response({"status": "ok"})
+        """Liveness (200 while the process serves), with readiness in the body."""
+        reason = self.service.not_ready
+        return json_response({"status": "ok", "ready": not reason, "reason": reason or None})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        """Readiness: 503 while the node cannot serve (its Redis is unreachable)."""
+        reason = self.service.not_ready
+        if reason:
+            return json_response({"status": "not-ready", "reason": reason}, status=503)
+        return json_response({"status": "ready"})
 
     async def _late_upgrade(self, request: web.Request) -> web.StreamResponse:
         """An upgrade on a connection aiohttp already serves (a client's keep-alive pool): the

@@ -18,7 +18,8 @@ from ..proto import ws
 from ..proto.ratelimit import TokenBucket
 from ..proto.wsapi import BadRequest, Request, error, parse_request, reply, ws_event
 from .accounts import AuthError, Session
-from .engine import HubError, Subscriber, check_topic, message_text, private_log
+from .engine import Subscriber, check_topic, message_text, private_log
+from .store import HubError
 
 if TYPE_CHECKING:
     from .web import WebFront
