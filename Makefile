@@ -7,8 +7,8 @@ APT_PACKAGES := openssl gcc chromium nft curl redis-server
 # Debian packages only benchmarks use (load generators): wrk (bench-rest).
 BENCH_APT_PACKAGES := wrk
 
-.PHONY: serve test lint bench bench-echo bench-hub bench-ws bench-load bench-rest system-deps \
-	bench-deps install clean
+.PHONY: serve test lint bench bench-echo bench-hub bench-ws bench-load bench-rest bench-cluster \
+	system-deps bench-deps install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +47,7 @@ lint: $(STAMP)
 test: system-deps $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
-bench: bench-echo bench-hub bench-ws bench-load bench-rest
+bench: bench-echo bench-hub bench-ws bench-load bench-rest bench-cluster
 
 bench-echo: system-deps $(STAMP)
 	$(BIN)/python benchmarks/echo.py
@@ -62,6 +62,10 @@ bench-ws: system-deps $(STAMP)
 
 bench-load: system-deps $(STAMP)
 	$(BIN)/python benchmarks/load.py
+
+# Fan-out through 1 node (embedded), 1 node (Redis) and 2 nodes (Redis); starts its own redis-server.
+bench-cluster: system-deps $(STAMP)
+	$(BIN)/python benchmarks/hub_cluster.py
 
 # wirekit's REST API (full middleware chain) against a bare aiohttp app, under wrk.
 bench-rest: system-deps bench-deps $(STAMP)

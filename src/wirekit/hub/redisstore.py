@@ -149,7 +149,6 @@ class RedisStore:
             decode_responses=True,
             socket_connect_timeout=CONNECT_TIMEOUT,
             socket_timeout=CALL_TIMEOUT,
-            single_connection_client=True,
         )
 
         self._append = self.script(APPEND)

@@ -1,0 +1,461 @@
+"""The multi-node engine for real: a redis-server started here on an ephemeral port, and
+``wirekit serve --engine redis://...`` nodes as subprocesses, reached over TCP chat, WebSocket
+and HTTP like users reach them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis
+
+from wirekit.hub.redisstore import RedisStore
+from wirekit.hub.store import StoreUnavailable
+
+from ..conftest import free_port
+from .conftest import Peer, WsPeer
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, bool]]:
+    """One client loop: the nodes under test are subprocesses (on uvloop) either way."""
+    return ("asyncio", {"use_uvloop": False})
+
+
+class RedisServer:
+    """redis-server on loopback, its data (AOF, fsync always) in ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()  # SIGTERM: Redis writes its AOF and exits
+            self.process.wait(10)
+            self.process = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, decode_responses=True)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+class Node:
+    """``wirekit serve --engine`` in a subprocess."""
+
+    def __init__(self, name: str, redis_url: str, data: Path, *extra: str) -> None:
+        self.name = name
+        self.chat, self.http, self.metrics = free_port(), free_port(), free_port()
+        self.log = data.with_suffix(".log")
+        args = [sys.executable, "-m", "wirekit", "serve", "--engine", redis_url,
+                "--chat", f"127.0.0.1:{self.chat}", "--http", f"127.0.0.1:{self.http}",
+                "--metrics", f"127.0.0.1:{self.metrics}", "--data", str(data),
+                "--login-rate", "100", "--message-rate", "1000", *extra]  # fmt: skip
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(args, stderr=out, stdout=out)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http}"
+
+    async def ready(self, session: aiohttp.ClientSession, timeout: float = 20.0) -> None:
+        async with asyncio.timeout(timeout):
+            while True:
+                assert self.process.poll() is None, self.log.read_text()
+                try:
+                    async with session.get(self.base + "/readyz") as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+
+    async def metric(self, session: aiohttp.ClientSession, name: str) -> float:
+        async with session.get(f"http://127.0.0.1:{self.metrics}/metrics") as resp:
+            for line in (await resp.text()).splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+        raise AssertionError(f"no metric {name}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class Cluster:
+    def __init__(self, redis_server: RedisServer, root: Path, session: aiohttp.ClientSession):
+        self.redis = redis_server
+        self.root = root
+        self.session = session
+        self.nodes: list[Node] = []
+        self.peers: list[Peer] = []
+        self.sockets: list[WsPeer] = []
+
+    async def start(self, count: int, *extra: str) -> list[Node]:
+        started = [Node(f"n{len(self.nodes) + i}", self.redis.url,
+                        self.root / f"n{len(self.nodes) + i}", *extra)
+                   for i in range(count)]  # fmt: skip
+        self.nodes += started
+        for node in started:
+            await node.ready(self.session)
+        return started
+
+    async def chat(self, node: Node, user: str, register: bool = True) -> Peer:
+        peer = await Peer.connect(node.chat)
+        self.peers.append(peer)
+        event = await peer.login(user, register=register)
+        assert event["type"] == "ok", event
+        return peer
+
+    async def token(self, node: Node, user: str, register: bool = True) -> str:
+        path = "/api/users" if register else "/api/login"
+        body = {"user": user, "password": f"password-{user}"}
+        async with self.session.post(node.base + path, json=body) as resp:
+            assert resp.status in (200, 201), await resp.text()
+            return str((await resp.json())["token"])
+
+    async def ws(self, node: Node, token: str) -> WsPeer:
+        sock = await self.session.ws_connect(f"{node.base}/ws")
+        peer = WsPeer(self.session, sock)
+        peer.hello = await peer.event()
+        await peer.ok("auth", token=token)
+        self.sockets.append(peer)
+        return peer
+
+    async def join(self, node: Node, token: str, room: str, user: str) -> None:
+        url = f"{node.base}/api/rooms/{room.lstrip('#')}/members/{user}"
+        headers = {"Authorization": f"Bearer {token}"}
+        async with self.session.put(url, headers=headers) as resp:
+            assert resp.status in (200, 201), await resp.text()
+
+    async def close(self) -> None:
+        for peer in self.peers:
+            await peer.close()
+        for ws in self.sockets:
+            await ws.ws.close()
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.fixture
+async def cluster(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Cluster]:
+    async with aiohttp.ClientSession() as session:
+        fixture = Cluster(redis_server, tmp_path, session)
+        try:
+            yield fixture
+        finally:
+            await fixture.close()
+
+
+def is_msg(text: str) -> Any:
+    return lambda e: e.get("type") == "msg" and e.get("text") == text
+
+
+async def test_nodes_share_rooms_private_messages_presence_and_tokens(cluster: Cluster) -> None:
+    a, b, c = await cluster.start(3)
+    ann = await cluster.chat(a, "ann")
+    await ann.send("/join #lobby")
+    await ann.expect(lambda e: e.get("type") == "join" and e["user"] == "ann")
+    # bob's token comes from node A; node B accepts it (the signing key is shared in Redis)
+    token = await cluster.token(a, "bob")
+    await cluster.join(a, token, "#lobby", "bob")
+    bob = await cluster.ws(b, token)
+    await bob.ok("sub", topic="#lobby")
+    cy = await cluster.chat(c, "cy")
+    await cy.send("/join #lobby")
+    await ann.expect(lambda e: e.get("type") == "join" and e["user"] == "cy")
+    await bob.expect(lambda e: e.get("op") == "join" and e["user"] == "cy")
+
+    await ann.send("hello from a")
+    await bob.ok("pub", topic="#lobby", data="hello from b")
+    await cy.send("hello from c")
+    seen = {}
+    for name, peer in (("ann", ann), ("cy", cy)):
+        events = [await peer.expect(lambda e: e.get("type") == "msg") for _ in range(3)]
+        seen[name] = [(e["offset"], e["text"]) for e in events]
+    events = [await bob.expect(lambda e: e.get("op") == "msg") for _ in range(3)]
+    seen["bob"] = [(e["offset"], e["data"]) for e in events]
+    assert seen["ann"] == seen["bob"] == seen["cy"]  # one order on every node
+    assert sorted(text for _, text in seen["ann"]) == ["hello from a", "hello from b",
+                                                       "hello from c"]  # fmt: skip
+    assert [offset for offset, _ in seen["ann"]] == [1, 2, 3]
+
+    # private messages across nodes, both ways
+    await cy.send("/msg ann psst from c")
+    got = await ann.expect(lambda e: e.get("type") == "msg" and e["room"].startswith("@"))
+    assert (got["from"], got["to"], got["text"]) == ("cy", "ann", "psst from c")
+    await bob.ok("pub", topic="@ann", data="psst from b")
+    got = await ann.expect(lambda e: e.get("type") == "msg" and e["room"] == "@ann,bob")
+    assert got["text"] == "psst from b"
+
+    # presence: who is online anywhere, and offline when the last connection anywhere goes
+    await cy.send("/who #lobby")
+    who = await cy.expect(lambda e: e.get("type") == "who")
+    assert {u["user"]: u["online"] for u in who["users"]} == {"ann": True, "bob": True,
+                                                              "cy": True}  # fmt: skip
+    await bob.ws.close()
+    await ann.expect(lambda e: e.get("type") == "offline" and e["user"] == "bob")
+    await cy.expect(lambda e: e.get("type") == "offline" and e["user"] == "bob")
+
+    # leaving on one node is seen on the others, and the room's members are the same
+    await cy.send("/leave #lobby")
+    await ann.expect(lambda e: e.get("type") == "leave" and e["user"] == "cy")
+    async with cluster.session.get(
+        f"{b.base}/api/rooms/lobby/members", headers={"Authorization": f"Bearer {token}"}
+    ) as resp:
+        members = {m["user"] for m in (await resp.json())["items"]}  # fmt: skip
+    assert members == {"ann", "bob"}
+
+
+async def test_kill_9_of_a_node_mid_stream_loses_and_repeats_nothing(cluster: Cluster) -> None:
+    a, b, c = await cluster.start(3, "--presence-ttl", "2")
+    pat = await cluster.chat(a, "pat")
+    await pat.send("/join #stream")
+    token = await cluster.token(a, "sid")
+    await cluster.join(a, token, "#stream", "sid")
+    vic = await cluster.chat(b, "vic")  # only on node B: goes offline when B dies
+    await vic.send("/join #stream")
+    obs = await cluster.chat(c, "obs")
+    await obs.send("/join #stream")
+    await obs.expect(lambda e: e.get("type") == "join" and e["user"] == "obs")
+    sid = await cluster.ws(b, token)
+    sub = await sid.ok("sub", topic="#stream", since=0)
+    epoch = sub.get("epoch")
+
+    total = 300
+    offsets: list[int] = []
+
+    async def publish() -> None:
+        for i in range(total):
+            await pat.send(f"m{i}")
+            await asyncio.sleep(0.005)
+
+    publisher = asyncio.create_task(publish())
+    while len(offsets) < 100:
+        offsets.append((await sid.expect(lambda e: e.get("op") == "msg"))["offset"])
+    killed_at = time.monotonic()
+    b.process.send_signal(signal.SIGKILL)
+    try:  # what was already on its way from B
+        while True:
+            offsets.append((await sid.expect(lambda e: e.get("op") == "msg", 1.0))["offset"])
+    except (ConnectionError, TimeoutError):
+        pass
+    sid = await cluster.ws(c, token)  # the client reconnects to another node and resumes
+    await sid.ok("sub", topic="#stream", since=offsets[-1], epoch=epoch)
+    await publisher
+    while offsets[-1] < total:
+        offsets.append((await sid.expect(lambda e: e.get("op") == "msg"))["offset"])
+    assert offsets == list(range(1, total + 1))  # zero lost, zero duplicated
+
+    # vic's presence entry expires (ttl 2 s, checked every ttl/3) and the others are told
+    await obs.expect(lambda e: e.get("type") == "offline" and e["user"] == "vic", timeout=15)
+    assert time.monotonic() - killed_at < 2 + 2 / 3 + 3
+
+
+async def test_redis_restart_not_ready_then_resume_without_loss(cluster: Cluster) -> None:
+    a, b = await cluster.start(2)
+    ann = await cluster.chat(a, "ann")
+    await ann.send("/join #r")
+    token = await cluster.token(a, "bob")
+    await cluster.join(a, token, "#r", "bob")
+    bob = await cluster.ws(b, token)
+    await bob.ok("sub", topic="#r", since=0)
+    for i in range(10):
+        await ann.send(f"before {i}")
+    for i in range(10):
+        await bob.expect(lambda e: e.get("op") == "msg" and e["offset"] == i + 1)
+
+    cluster.redis.stop()
+    async with asyncio.timeout(10):
+        while True:
+            async with cluster.session.get(a.base + "/readyz") as resp:
+                if resp.status == 503:
+                    assert "redis" in (await resp.json())["reason"]
+                    break
+            await asyncio.sleep(0.1)
+    await ann.send("while down")
+    error = await ann.expect(lambda e: e.get("type") == "error")
+    assert error["code"] == "unavailable"
+    async with cluster.session.post(
+        f"{b.base}/api/rooms/r/messages", json={"data": "x"},
+        headers={"Authorization": f"Bearer {token}"},
+    ) as resp:  # fmt: skip
+        assert resp.status == 503
+        assert (await resp.json())["code"] == "unavailable"
+
+    cluster.redis.start()
+    for node in (a, b):
+        await node.ready(cluster.session)
+    for i in range(10):
+        await ann.send(f"after {i}")
+    for i in range(10):
+        got = await bob.expect(lambda e: e.get("op") == "msg")
+        assert (got["offset"], got["data"]) == (11 + i, f"after {i}")
+    history = await bob.ok("history", topic="#r", limit=100)
+    texts = [m["data"] for m in history["messages"]]
+    assert texts == [f"before {i}" for i in range(10)] + [f"after {i}" for i in range(10)]
+
+
+async def test_a_node_without_members_of_a_room_gets_none_of_its_traffic(
+    cluster: Cluster,
+) -> None:
+    a, b, c = await cluster.start(3)
+    ann, bob, cy = (await cluster.chat(a, "ann"), await cluster.chat(b, "bob"),
+                    await cluster.chat(c, "cy"))  # fmt: skip
+    for peer in (ann, bob):
+        await peer.send("/join #busy")
+    await cy.send("/join #quiet")
+    await ann.expect(lambda e: e.get("type") == "join" and e["user"] == "bob")
+    for i in range(30):
+        await ann.send(f"busy {i}")
+    for i in range(30):
+        await bob.expect(is_msg(f"busy {i}"))
+    received = {n.name: await n.metric(cluster.session, "wirekit_hub_cluster_received_total")
+                for n in (a, b, c)}  # fmt: skip
+    assert received[a.name] >= 30 and received[b.name] >= 30
+    assert received[c.name] == 0
+    subscribers = cluster.redis.client().pubsub_numsub("wk:0:msg:#busy", "wk:0:msg:#quiet")
+    assert dict(subscribers) == {"wk:0:msg:#busy": 2, "wk:0:msg:#quiet": 1}
+    # once its last member there leaves, node B stops following the room
+    await bob.send("/leave #busy")
+    await ann.expect(lambda e: e.get("type") == "leave" and e["user"] == "bob")
+    assert dict(cluster.redis.client().pubsub_numsub("wk:0:msg:#busy")) == {"wk:0:msg:#busy": 1}
+
+
+async def test_workers_share_ports_and_deliver_across_processes(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    chat, http, metrics = free_port(), free_port(), free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wirekit", "serve", "--engine", redis_server.url,
+         "--workers", "2", "--chat", f"127.0.0.1:{chat}", "--http", f"127.0.0.1:{http}",
+         "--metrics", f"127.0.0.1:{metrics}", "--data", str(tmp_path / "data"),
+         "--login-rate", "100"],
+        stderr=log, stdout=log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    peers: list[Peer] = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            node = Node.__new__(Node)
+            node.process, node.log, node.http = process, tmp_path / "serve.log", http
+            await node.ready(session, timeout=30)
+            for i in range(12):
+                peer = await Peer.connect(chat)
+                peers.append(peer)
+                await peer.login(f"user{i}")
+                await peer.send("/join #w")
+            await peers[0].send("to everyone")
+            for peer in peers:
+                await peer.expect(is_msg("to everyone"))
+            counts = []
+            for port in (metrics, metrics + 1):  # worker i: /metrics on the port + i
+                async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                    text = await resp.text()
+                line = next(
+                    x for x in text.splitlines() if x.startswith("wirekit_hub_subscribers ")
+                )
+                counts.append(float(line.split()[1]))
+            assert sum(counts) == 12 and all(counts), counts  # both processes have clients
+    finally:
+        for peer in peers:
+            await peer.close()
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)
+        log.close()
+
+
+def test_redis_store_keeps_accounts_logs_and_members(redis_server: RedisServer) -> None:
+    store = RedisStore(redis_server.url, max_length=10_000, max_age=60)
+    assert store.create_user("ann", "h1") and not store.create_user("ann", "h2")
+    assert store.create_user("anna", "h3") and store.create_user("bob", "h4")
+    assert store.password_hash("ann") == "h1" and store.password_hash("nobody") is None
+    assert [u.name for u in store.users("an", "", 10)] == ["ann", "anna"]
+    assert [u.name for u in store.users("", "ann", 10)] == ["anna", "bob"]
+    store.set_profile("ann", {"bio": "hi"})
+    assert store.user("ann") is not None and store.user("ann").profile == {"bio": "hi"}  # type: ignore[union-attr]
+
+    info = store.create_log("#a")
+    assert store.create_log("#a") == info and info.head == 0
+    offsets = [store.append("#a", time.time(), "ann", f"m{i}") for i in range(5)]
+    assert offsets == [1, 2, 3, 4, 5]
+    assert [m.text for m in store.read("#a", 2, 2)] == ["m2", "m3"]
+    assert [m.offset for m in store.last("#a", 2)] == [4, 5]
+    assert [m.offset for m in store.last("#a", 2, before=4)] == [2, 3]
+    assert store.logs() == [store.create_log("#a")] and store.logs()[0].head == 5
+
+    store.add_member("#a", "ann")
+    store.add_member("#a", "bob")
+    generation = store.generation
+    assert store.delete_user("ann") and not store.delete_user("ann")
+    assert store.generation > generation
+    assert store.members("#a") == ["bob"]
+    assert store.password_hash("ann") is None and store.user("ann") is None
+    assert not store.create_user("ann", "h5")  # the name stays taken
+    store.revoke("t1", time.time() + 60)
+    assert store.revoked("t1") and not store.revoked("t2")
+
+    # retention by age: entries older than max_age go as new ones come
+    for i in range(3):
+        store.append("#old", time.time() - 120, "bob", f"old {i}")
+    store.append("#old", time.time(), "bob", "new")
+    assert [m.text for m in store.read("#old", 0, 10)] == ["new"]
+    store.close()
+
+
+def test_redis_store_fails_fast_while_redis_is_down() -> None:
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(StoreUnavailable, match="unreachable"):
+        store.create_user("ann", "h")
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):  # within the backoff: no new attempt
+        store.password_hash("ann")
+    assert time.monotonic() - started < 0.05
+    assert not store.up and not store.check()
+    store.close()
