@@ -5,7 +5,6 @@ and HTTP like users reach them."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -309,7 +308,7 @@ async def test_redis_restart_not_ready_then_resume_without_loss(cluster: Cluster
     for i in range(10):
         await ann.send(f"before {i}")
     for i in range(10):
-        await bob.expect(lambda e: e.get("op") == "msg" and e["offset"] == i + 1)
+        assert (await bob.expect(lambda e: e.get("op") == "msg"))["offset"] == i + 1
 
     cluster.redis.stop()
     async with asyncio.timeout(10):
@@ -371,31 +370,21 @@ async def test_a_node_without_members_of_a_room_gets_none_of_its_traffic(
 async def test_workers_share_ports_and_deliver_across_processes(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    chat, http, metrics = free_port(), free_port(), free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "wirekit", "serve", "--engine", redis_server.url,
-         "--workers", "2", "--chat", f"127.0.0.1:{chat}", "--http", f"127.0.0.1:{http}",
-         "--metrics", f"127.0.0.1:{metrics}", "--data", str(tmp_path / "data"),
-         "--login-rate", "100"],
-        stderr=log, stdout=log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    node = Node("workers", redis_server.url, tmp_path / "data", "--workers", "2")
     peers: list[Peer] = []
     try:
         async with aiohttp.ClientSession() as session:
-            node = Node.__new__(Node)
-            node.process, node.log, node.http = process, tmp_path / "serve.log", http
             await node.ready(session, timeout=30)
             for i in range(12):
-                peer = await Peer.connect(chat)
+                peer = await Peer.connect(node.chat)
                 peers.append(peer)
-                await peer.login(f"user{i}")
-                await peer.send("/join #w")
+                await peer.send(f"/register user{i} password-user{i}", "/join #w")
+                await peer.expect(lambda e: e.get("cmd") == "joined", timeout=30)  # after argon2
             await peers[0].send("to everyone")
             for peer in peers:
                 await peer.expect(is_msg("to everyone"))
             counts = []
-            for port in (metrics, metrics + 1):  # worker i: /metrics on the port + i
+            for port in (node.metrics, node.metrics + 1):  # worker i: /metrics on the port + i
                 async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
                     text = await resp.text()
                 line = next(
@@ -406,9 +395,7 @@ async def test_workers_share_ports_and_deliver_across_processes(
     finally:
         for peer in peers:
             await peer.close()
-        process.send_signal(signal.SIGTERM)
-        process.wait(20)
-        log.close()
+        node.stop()
 
 
 def test_redis_store_keeps_accounts_logs_and_members(redis_server: RedisServer) -> None:
