@@ -1,5 +1,6 @@
 """Helpers the benchmark scripts share: ports, the machine's description and load, C builds,
-server processes (start, wait, stop, RSS, CPU) and the runs of hub_load.c (hub_tcp.py, hub_ws.py).
+server processes (start, wait, stop, RSS, CPU) and the runs of hub_load.c (hub_tcp.py, hub_ws.py,
+hub_cluster.py).
 
 The scripts run as ``python benchmarks/NAME.py``, so this module is importable beside them.
 """
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +128,50 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def all_cpu_seconds() -> dict[int, tuple[str, float]]:
+    """Every process's name and user+system CPU seconds (pid: (comm, seconds)), from /proc."""
+    out: dict[int, tuple[str, float]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            text = (d / "stat").read_text()
+        except OSError:
+            continue
+        comm, _, rest = text.partition(" (")[2].rpartition(")")
+        fields = rest.split()
+        out[int(d.name)] = (comm, (int(fields[11]) + int(fields[12])) / TICK)
+    return out
+
+
+def busiest(
+    before: dict[int, tuple[str, float]],
+    after: dict[int, tuple[str, float]],
+    seconds: float,
+    exclude: set[int],
+    count: int = 3,
+) -> list[dict[str, Any]]:
+    """The ``count`` processes (not in ``exclude``) that used the most CPU between two
+    :func:`all_cpu_seconds` snapshots ``seconds`` apart, in cores (those above 0.02). A process
+    that started in between counts whole; one that ended in between is not seen."""
+    used = [
+        {
+            "pid": pid,
+            "comm": comm,
+            "cores": round((cpu - before.get(pid, ("", 0.0))[1]) / seconds, 3),
+        }
+        for pid, (comm, cpu) in after.items()
+        if pid not in exclude
+    ]
+    used.sort(key=lambda u: -float(u["cores"]))
+    top = [u for u in used[:count] if float(u["cores"]) > 0.02]
+    for u in top:  # what it runs, when it still does
+        with contextlib.suppress(OSError):
+            cmd = Path(f"/proc/{u['pid']}/cmdline").read_bytes().replace(b"\0", b" ")
+            u["cmd"] = cmd.decode(errors="replace").strip()[:120]
+    return top
+
+
 def package_version(name: str) -> str | None:
     try:
         return importlib.metadata.version(name)
@@ -138,9 +184,12 @@ def wirekit_exe() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "wirekit"]
 
 
-def start_wirekit(tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], dict[str, int], Path]:
-    """``wirekit serve`` on free ports (chat, http, metrics) with a fresh data directory."""
-    ports = {"chat": free_port(), "http": free_port(), "metrics": free_port()}
+def start_wirekit(
+    tmp: Path, *extra: str, chat_port: int | None = None
+) -> tuple[subprocess.Popen[bytes], dict[str, int], Path]:
+    """``wirekit serve`` on free ports (chat, http, metrics) with a fresh data directory; the
+    chat port is ``chat_port`` when given."""
+    ports = {"chat": chat_port or free_port(), "http": free_port(), "metrics": free_port()}
     data, log = tempfile.mkdtemp(dir=tmp), tmp / f"wirekit-{time.time()}.log"
     cmd = [
         *wirekit_exe(),
@@ -188,9 +237,17 @@ def run_fanout(
     token: str,
     tmp: Path,
     phases: Phases,
+    *,
+    others: Mapping[str, int] | None = None,
+    on_ready: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
-    """One hub_load fanout run; samples server and client CPU at the phase markers."""
+    """One hub_load fanout run; samples server and client CPU at the phase markers, and that
+    of ``others`` (name: pid, e.g. more server processes) into ``cpu_max`` / ``cpu_half``;
+    ``busiest_other_max``: the processes besides those that used the most CPU at max rate.
+    ``on_ready()`` runs once every client is logged in; its result is the row's ``at_ready``."""
     err = tmp / f"load-{proto}-{n}.err"
+    others = dict(others or {})
+    at_ready: Any = None
     rss0 = rss_kib(server.pid)
     args = [
         str(load),
@@ -208,6 +265,8 @@ def run_fanout(
     client = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err.open("wb"), text=True)
     assert client.stdout is not None
     marks: dict[str, tuple[float, ...]] = {}
+    other_marks: dict[str, dict[str, float]] = {}
+    snapshots: dict[str, tuple[float, dict[int, tuple[str, float]]]] = {}
     result: dict[str, Any] | None = None
     sel = selectors.DefaultSelector()
     sel.register(client.stdout, selectors.EVENT_READ)
@@ -231,8 +290,13 @@ def run_fanout(
                     cpu_seconds(client.pid),
                     machine_busy_seconds(),
                 )
+                other_marks[line] = {name: cpu_seconds(pid) for name, pid in others.items()}
+                if line in ("max_begin", "max_end"):
+                    snapshots[line] = (time.monotonic(), all_cpu_seconds())
                 if line == "ready":
                     marks["rss"] = (float(rss_kib(server.pid)),)
+                    if on_ready is not None:
+                        at_ready = on_ready()
         client.wait(timeout=30)
     finally:
         if client.poll() is None:
@@ -245,6 +309,17 @@ def run_fanout(
         (t0, *c0), (t1, *c1) = marks[begin], marks[end]
         return (c1[which - 1] - c0[which - 1]) / (t1 - t0)
 
+    def cores_of(begin: str, end: str) -> dict[str, float]:
+        span = marks[end][0] - marks[begin][0]
+        return {
+            "server": cores(begin, end, 1),
+            "client": cores(begin, end, 2),
+            **{k: (other_marks[end][k] - other_marks[begin][k]) / span for k in others},
+        }
+
+    cpu_max = cores_of("max_begin", "max_end")
+    (t0, before), (t1, after) = snapshots["max_begin"], snapshots["max_end"]
+    mine = {os.getpid(), server.pid, client.pid, *others.values()}
     return {
         "n": n,
         "deliveries_per_s": statistics.median(
@@ -264,12 +339,12 @@ def run_fanout(
         "server_cpu_half": cores("half_begin", "half_end", 1),
         # everything else busy on the machine during the max-rate phase (other processes, and
         # kernel work not charged to either): near 0 on a quiet machine
-        "other_cpu_max": max(
-            0.0,
-            cores("max_begin", "max_end", 3)
-            - cores("max_begin", "max_end", 1)
-            - cores("max_begin", "max_end", 2),
-        ),
+        "other_cpu_max": max(0.0, cores("max_begin", "max_end", 3) - sum(cpu_max.values())),
+        "machine_cpu_max": cores("max_begin", "max_end", 3),
+        "cpu_max": cpu_max,
+        "cpu_half": cores_of("half_begin", "half_end"),
+        "busiest_other_max": busiest(before, after, t1 - t0, mine),
+        "at_ready": at_ready,
         "setup_s": result["setup_s"],
         "server_rss_kib_per_conn": (marks["rss"][0] - rss0) / (n + 1),
         "raw": result,

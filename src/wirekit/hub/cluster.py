@@ -203,10 +203,11 @@ class Cluster:
             if log_ is None:
                 continue  # loaded when someone uses it
             members = set(self.store.members(info.name))
-            for user in members - log_.members:
-                hub.apply({"type": "join", "room": info.name, "user": user}
+            for user in members - log_.members:  # they joined from the store's head now
+                hub.apply({"type": "join", "room": info.name, "user": user, "head": info.head}
                           if not log_.private else
-                          {"type": "members", "log": info.name, "users": [user]})  # fmt: skip
+                          {"type": "members", "log": info.name, "users": [user],
+                           "head": info.head})  # fmt: skip
             for user in log_.members - members:
                 if not log_.private:
                     hub.apply({"type": "leave", "room": info.name, "user": user})
