@@ -347,8 +347,9 @@ async def test_a_node_without_members_of_a_room_gets_none_of_its_traffic(
     a, b, c = await cluster.start(3)
     ann, bob, cy = (await cluster.chat(a, "ann"), await cluster.chat(b, "bob"),
                     await cluster.chat(c, "cy"))  # fmt: skip
-    for peer in (ann, bob):
+    for peer in (ann, bob):  # one after the other: ann is in the room when bob joins
         await peer.send("/join #busy")
+        await peer.expect(lambda e: e.get("cmd") == "joined")
     await cy.send("/join #quiet")
     await ann.expect(lambda e: e.get("type") == "join" and e["user"] == "bob")
     for i in range(30):

@@ -136,6 +136,7 @@ class Cluster:
         self._tick()
 
     async def close(self) -> None:
+        self._lost = None  # the subscription ends now on purpose: no reconnecting
         if self._timer is not None:
             self._timer.cancel()
         if self._task is not None:
@@ -158,10 +159,11 @@ class Cluster:
         await asyncio.wait_for(ready, 5.0)
 
     async def _keep_connected(self) -> None:
-        assert self._lost is not None
+        lost = self._lost
+        assert lost is not None
         while True:
-            await self._lost.wait()
-            self._lost.clear()
+            await lost.wait()
+            lost.clear()
             while True:
                 delay = self._backoff.next_delay() or self._backoff.cap
                 await asyncio.sleep(delay)

@@ -368,7 +368,7 @@ class Hub:
             self._joined(log, user)
             if self.peers is not None:
                 self.peers.announce({"type": "join", "room": room, "user": user,
-                                     "head": self._head(log)})  # fmt: skip
+                                     "head": self.head_of(log)})  # fmt: skip
         return log
 
     def _joined(self, log: Log, user: str, since: int | None = None) -> None:
@@ -527,7 +527,7 @@ class Hub:
             self._conversation(log, {user, to})
             if self.peers is not None:
                 self.peers.announce({"type": "members", "log": name, "users": [user, to],
-                                     "head": self._head(log)})  # fmt: skip
+                                     "head": self.head_of(log)})  # fmt: skip
         return self.publish(user, name, text, json)
 
     def _conversation(self, log: Log, users: Iterable[str], since: int | None = None) -> None:
@@ -607,11 +607,11 @@ class Hub:
         node follow it, from offset ``since`` (where a membership began; default: the store's
         head now). Before that, this node did not know the log's head."""
         if not log.subscribers and self.peers is not None:
-            log.head = self._head(log) if since is None else since
+            log.head = self.head_of(log) if since is None else since
             self.peers.follow(log)
         log.subscribers.add(sub)
 
-    def _head(self, log: Log) -> int:
+    def head_of(self, log: Log) -> int:
         """The log's head: the store's when this node does not follow it."""
         if log.subscribers or self.peers is None:
             return log.head

@@ -177,7 +177,7 @@ class WsSession(Handler):
         if name.startswith("#") and (room is None or self.sub.user not in room.members):
             hub.join(self.sub.user, name)
         log = hub.open_log(self.sub.user, name)
-        self._ok(request, topic=name, head=log.head, epoch=log.epoch)
+        self._ok(request, topic=name, head=hub.head_of(log), epoch=log.epoch)
         since = request.args.get("since")
         hub.resume(self.sub, name, log.head if since is None else since,
                    request.args.get("epoch"))  # fmt: skip
@@ -233,9 +233,10 @@ class WsSession(Handler):
         sub = self.sub
         sub.user = session.user
         sub.session_id = session.id
-        logs = self.front.service.hub.attach(sub, follow=False)
+        hub = self.front.service.hub
+        logs = hub.attach(sub, follow=False)
         log.info("login", extra={"event": "login", "user": sub.user, "peer": self.conn.peer})
-        return [{"topic": lg.name, "head": lg.head, "epoch": lg.epoch} for lg in logs]
+        return [{"topic": lg.name, "head": hub.head_of(lg), "epoch": lg.epoch} for lg in logs]
 
     def _topic(self, raw: str, *, read: bool) -> str:
         """Check a topic name and this connection's right to read (or write) it."""
