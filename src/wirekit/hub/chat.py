@@ -143,7 +143,10 @@ class ChatSession(Handler):
         if self.room is None:
             raise HubError("no-room", "you are in no room: /join #room first")
         if self._allowed():
-            self.service.hub.publish(self.sub.user, self.room, text)
+            self.service.hub.post(self.sub.user, self.room, text, self._failed)
+
+    def _failed(self, exc: HubError) -> None:
+        self._error(exc.code, str(exc))
 
     def _cmd_msg(self, user: str, text: str) -> None:
         assert self.sub is not None

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import hiredis
@@ -32,7 +33,7 @@ import orjson
 
 from ..proto.backoff import Backoff
 from .redisstore import RedisStore, parse_message
-from .store import StoreUnavailable
+from .store import HubError, StoredMessage, StoreUnavailable
 
 if TYPE_CHECKING:
     from .engine import Hub, Log, Subscriber
@@ -242,6 +243,9 @@ class Cluster:
             self._absent(PRESENCE_KEYS, [self.store.events, self._member(sub), sub.user])
         except StoreUnavailable:
             pass  # the entry expires
+
+    def append_later(self, msg: StoredMessage, failed: Callable[[HubError], None]) -> None:
+        self.store.append_later(msg, failed)
 
     def _member(self, sub: Subscriber) -> str:
         return f"{sub.user}|{self.store.node}|{id(sub):x}"

@@ -249,6 +249,10 @@ class Peers(Protocol):
     def absent(self, sub: Subscriber) -> None:
         """``sub`` left; if that was its user's last connection anywhere, ``offline``."""
 
+    def append_later(self, msg: StoredMessage, failed: Callable[[HubError], None]) -> None:
+        """Store ``msg`` (its offset is still to come) with the others of this loop turn, in
+        one round trip at the next flush; ``failed`` is told if it could not be stored."""
+
 
 class Hub:
     def __init__(
@@ -442,6 +446,19 @@ class Hub:
             log.head = offset
             self._deliver(log, StoredMessage(name, offset, ts, user, text, json))
         return offset
+
+    def post(self, user: str, name: str, text: str, failed: Callable[[HubError], None]) -> None:
+        """Publish without waiting for the offset (the chat's plain lines). With peers and
+        batching, the append goes to the store with the others of this loop turn (one round
+        trip for all) and ``failed`` is told if it could not be stored; otherwise this is
+        :meth:`publish`."""
+        if self.peers is None or self.wake is None:
+            self.publish(user, name, text)
+            return
+        self.open_log(user, name)  # may the user write there?
+        self.peers.append_later(StoredMessage(name, 0, time.time(), user, text), failed)
+        self.published += 1
+        self.wake()
 
     def receive(self, msg: StoredMessage) -> None:
         """With peers: a message of a followed log, as the store's channel carries it (in

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -34,7 +35,15 @@ import redis
 
 from ..errors import UsageError
 from ..proto.backoff import Backoff
-from .store import USER_CACHE, LogInfo, StoredMessage, StoreUnavailable, UserRecord, remember
+from .store import (
+    USER_CACHE,
+    HubError,
+    LogInfo,
+    StoredMessage,
+    StoreUnavailable,
+    UserRecord,
+    remember,
+)
 
 CONNECT_TIMEOUT = 1.0
 CALL_TIMEOUT = 2.0
@@ -151,7 +160,8 @@ class RedisStore:
             socket_timeout=CALL_TIMEOUT,
         )
 
-        self._append = self.script(APPEND)
+        self._append_script = self._redis.register_script(APPEND)
+        self._pending: list[tuple[StoredMessage, Callable[[HubError], None]]] = []
         self._create_user = self.script(CREATE_USER)
         self._delete_user = self.script(DELETE_USER)
         self._create_log = self.script(CREATE_LOG)
@@ -296,11 +306,21 @@ class RedisStore:
         return LogInfo(name, epoch, int(head))
 
     def append(self, log: str, ts: float, sender: str, text: str, json: bool = False) -> int:
+        msg = StoredMessage(log, 0, ts, sender, text, json)
+        return int(self._guarded(self._append_script, *self._append_args(msg)))
+
+    def _append_args(self, msg: StoredMessage) -> tuple[list[str], list[Any]]:
+        log, ts = msg.log, msg.ts
         keys = [f"wk:log:{log}", f"wk:stream:{log}", "wk:logs"]
         oldest = repr(ts - self.max_age) if self.max_age else "0"
-        args = [log, repr(ts), sender, text, "1" if json else "0", os.urandom(6).hex(),
-                self.max_length, oldest, self.messages + log]  # fmt: skip
-        return int(self._append(keys, args))
+        args = [log, repr(ts), msg.sender, msg.text, "1" if msg.json else "0",
+                os.urandom(6).hex(), self.max_length, oldest, self.messages + log]  # fmt: skip
+        return keys, args
+
+    def append_later(self, msg: StoredMessage, failed: Callable[[HubError], None]) -> None:
+        """Append ``msg`` at the next :meth:`commit`, with the others queued until then (one
+        round trip for all); ``failed`` is told if it could not be stored."""
+        self._pending.append((msg, failed))
 
     def read(self, log: str, after: int, limit: int) -> list[StoredMessage]:
         entries = self.call("XRANGE", f"wk:stream:{log}", f"({after}-0", "+", "COUNT", limit)
@@ -325,7 +345,32 @@ class RedisStore:
         self.call("SREM", f"wk:userlogs:{user}", log)
 
     def commit(self) -> None:
-        """Nothing to do: every call is done when it returns."""
+        """Append what :meth:`append_later` queued, in one pipeline (the channel then brings
+        each message back with its offset)."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        try:
+            results = self._appends(pending)
+            if isinstance(results[0], redis.exceptions.NoScriptError):
+                # Redis restarted (it keeps no scripts): none of them ran; load, run again
+                self.call("SCRIPT", "LOAD", APPEND)
+                results = self._appends(pending)
+        except StoreUnavailable as exc:
+            for _, failed in pending:
+                failed(exc)
+            return
+        for result, (_, failed) in zip(results, pending, strict=True):
+            if isinstance(result, Exception):
+                failed(StoreUnavailable(f"the hub's Redis refused a message: {result}"))
+
+    def _appends(self, pending: list[tuple[StoredMessage, Any]]) -> list[Any]:
+        """EVALSHA of each message's append in one pipeline: the results, errors included."""
+        pipe = self._redis.pipeline(transaction=False)
+        for msg, _ in pending:
+            keys, args = self._append_args(msg)
+            pipe.evalsha(self._append_script.sha, len(keys), *keys, *args)
+        return list(self._guarded(pipe.execute, raise_on_error=False))
 
     def close(self) -> None:
         self._redis.close()
