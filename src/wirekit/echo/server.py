@@ -17,7 +17,7 @@ from ..io.sockets import format_hostport, reserve_port
 from ..io.stats import ServerSnapshot, ServerStats
 from ..io.tls import server_context
 from ..io.udp import udp_socket
-from ..io.workers import STATS_PERIOD, Supervisor, WorkerLink
+from ..io.workers import Supervisor, WorkerLink, report_until
 from ..limits import Limits
 
 log = logging.getLogger("wirekit.echo")
@@ -147,18 +147,7 @@ async def serve_until_stopped(
                 raise
             link.failed(str(exc))
             return
-        if link is not None:
-            link.ready()
-        else:
-            _announce(service)
-        while not stop.is_set():
-            if link is not None:
-                link.report(service.snapshots())
-            try:
-                async with asyncio.timeout(STATS_PERIOD):
-                    await stop.wait()
-            except TimeoutError:
-                pass
+        await report_until(stop, link, lambda: _announce(service), service.snapshots)
         await service.shutdown()
 
 

@@ -18,7 +18,7 @@ from argon2 import PasswordHasher
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..errors import UsageError
+from ..errors import UsageError, WirekitError
 from ..io.lifecycle import stop_on_signals
 from ..io.loop import run
 from ..io.metrics import MetricsServer
@@ -26,7 +26,7 @@ from ..io.server import Flusher, TcpServer
 from ..io.sockets import format_hostport, reserve_port
 from ..io.stats import ServerSnapshot
 from ..io.tls import server_context
-from ..io.workers import STATS_PERIOD, Supervisor, WorkerLink
+from ..io.workers import Supervisor, WorkerLink, report_until
 from ..limits import Limits
 from .accounts import REFRESH_TTL, TOKEN_TTL, Accounts, load_api_key, load_key
 from .chat import ChatSession
@@ -232,25 +232,20 @@ class HubService:
 async def serve_until_stopped(
     config: HubConfig, reuse_port: bool = False, link: WorkerLink | None = None
 ) -> None:
-    service = HubService(config)
     with stop_on_signals() as stop:
-        await service.start(reuse_port)
+        try:
+            service = HubService(config)
+            await service.start(reuse_port)
+        except WirekitError as exc:  # a port in use, Redis unreachable: one line, once
+            if link is None:
+                raise
+            link.failed(str(exc))
+            return
         # What exists now (modules, the app, the store) lives as long as the process: out of
         # the collector's sight, a full collection scans only what came later (at 1,000
         # WebSocket connections its pause went from about 20 ms to 2.4 ms).
         gc.freeze()
-        if link is not None:
-            link.ready()
-        else:
-            _announce(service)
-        while not stop.is_set():
-            if link is not None:
-                link.report(service.snapshots())
-            try:
-                async with asyncio.timeout(STATS_PERIOD):
-                    await stop.wait()
-            except TimeoutError:
-                pass
+        await report_until(stop, link, lambda: _announce(service), service.snapshots)
         await service.shutdown()
 
 

@@ -55,6 +55,28 @@ class WorkerLink:
 WorkerTarget = Callable[[Any, WorkerLink], None]
 
 
+async def report_until(
+    stop: asyncio.Event,
+    link: WorkerLink | None,
+    announce: Callable[[], None],
+    snapshots: Callable[[], list[ServerSnapshot]],
+) -> None:
+    """A server has started: tell the parent (in a worker) or ``announce`` it (alone); then,
+    in a worker, report its statistics every :data:`STATS_PERIOD` until ``stop``."""
+    if link is None:
+        announce()
+        await stop.wait()
+        return
+    link.ready()
+    while not stop.is_set():
+        link.report(snapshots())
+        try:
+            async with asyncio.timeout(STATS_PERIOD):
+                await stop.wait()
+        except TimeoutError:
+            pass
+
+
 def _entry(
     target: WorkerTarget, config: Any, index: int, conn: Any, log_settings: tuple[str, str]
 ) -> None:
