@@ -12,6 +12,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import random
 import resource
 import selectors
 import signal
@@ -384,3 +385,46 @@ def run_hold(
         "kib_per_conn": (after - before) / count,
         "setup_s": setup,
     }
+
+
+# -- the hub's chat fan-out (hub_tcp.py, hub_cluster.py) ---------------------------------------
+CHAT_USER, CHAT_PASSWORD, ROOM = "bench", "benchpass123", "#bench"
+
+
+def free_port_range(count: int) -> int:
+    """A first port such that first .. first+count-1 are free (below the ephemeral range)."""
+    for _ in range(200):
+        first = random.randrange(20_000, 32_000 - count)
+        socks = []
+        try:
+            for port in range(first, first + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise SystemExit(f"no {count} consecutive free ports")
+
+
+def chat_token(port: int) -> str:
+    """Register the bench user (argon2: once per server), join the room, return a token."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        f = s.makefile("rb")
+        f.readline()  # greeting
+        s.sendall(f"/json\n/register {CHAT_USER} {CHAT_PASSWORD}\n/join {ROOM}\n".encode())
+        token = None
+        for _ in range(20):
+            event = json.loads(f.readline())
+            if event.get("type") == "error":
+                raise SystemExit(f"wirekit setup failed: {event}")
+            if event.get("cmd") == "register":
+                token = event["token"]
+            if event.get("cmd") == "joined":
+                break
+        if token is None:
+            raise SystemExit("wirekit setup: no token")
+        return str(token)

@@ -41,9 +41,12 @@ from pathlib import Path
 from typing import Any
 
 from bench_common import (
+    ROOM,
     Phases,
     build_c,
+    chat_token,
     free_port,
+    free_port_range,
     machine,
     package_version,
     raise_nofile,
@@ -53,7 +56,6 @@ from bench_common import (
     wait_port,
     write_result,
 )
-from hub_tcp import ROOM, free_port_range, wirekit_token
 
 NS = (1000,)
 DURATION, ROUNDS, WINDOW = 3.0, 3, 16
@@ -135,6 +137,12 @@ def redis_version() -> str | None:
 
 
 # -- one configuration ----------------------------------------------------------------------
+def by_process(cpu: dict[str, Any]) -> dict[str, Any]:
+    """run_fanout's CPU figures named by process."""
+    return {"node A": cpu["server"], "node B": cpu.get("node B"), "redis": cpu.get("redis"),
+            "load": cpu["client"]}  # fmt: skip
+
+
 def run_config(config: str, n: int, load: Path, tmp: Path, phases: Phases) -> dict[str, Any]:
     """Start the configuration's processes, run one fan-out, stop them; the row."""
     logs: dict[str, Path] = {}
@@ -152,7 +160,7 @@ def run_config(config: str, n: int, load: Path, tmp: Path, phases: Phases) -> di
         node_a, ports_a, logs["node A"] = start_wirekit(tmp, *extra, chat_port=first)
         stack.callback(stop, node_a)
         wait_ready(ports_a["http"], node_a, logs["node A"])
-        token = wirekit_token(ports_a["chat"])  # registers the user, who joins ROOM
+        token = chat_token(ports_a["chat"])  # registers the user, who joins ROOM
         metrics = {"node A": ports_a["metrics"]}
         target = str(ports_a["chat"])
         if first is not None:
@@ -172,20 +180,8 @@ def run_config(config: str, n: int, load: Path, tmp: Path, phases: Phases) -> di
         )
         end = log_sizes(logs)
     cpu = row.pop("cpu_max")
-    row["cpu"] = {
-        "node A": cpu["server"],
-        "node B": cpu.get("node B"),
-        "redis": cpu.get("redis"),
-        "load": cpu["client"],
-        "other": row["other_cpu_max"],
-    }
-    half = row.pop("cpu_half")
-    row["cpu_half_rate"] = {
-        "node A": half["server"],
-        "node B": half.get("node B"),
-        "redis": half.get("redis"),
-        "load": half["client"],
-    }
+    row["cpu"] = {**by_process(cpu), "other": row["other_cpu_max"]}
+    row["cpu_half_rate"] = by_process(row.pop("cpu_half"))
     # logged-in connections per node once all were in; node A's count includes the publisher
     row["connections"] = row.pop("at_ready")
     # what the processes logged during the run, and while they stopped

@@ -25,11 +25,8 @@ usage: python benchmarks/hub_tcp.py [--ns 100,1000,5000] [--no-ngircd]
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,9 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from bench_common import (
+    ROOM,
     Phases,
     build_c,
+    chat_token,
     free_port,
+    free_port_range,
     machine,
     package_version,
     raise_nofile,
@@ -60,50 +60,10 @@ SECONDS, ROUNDS, HALF_SECONDS, WINDOW = 3.0, 3, 4.0, 16
 PHASES = Phases(SECONDS, ROUNDS, WINDOW, HALF_SECONDS)
 NGIRCD_PORTS = 32  # ngircd accepts one connection per listening port per main-loop turn
 TARGET_DELIVERIES, TARGET_P99_MS, TARGET_KIB = 100_000, 25.0, 4.0
-USER, PASSWORD, ROOM = "bench", "benchpass123", "#bench"
 
 
 # -- processes ------------------------------------------------------------------------------
-def free_port_range(count: int) -> int:
-    """A first port such that first .. first+count-1 are free (below the ephemeral range)."""
-    for _ in range(200):
-        first = random.randrange(20_000, 32_000 - count)
-        socks = []
-        try:
-            for port in range(first, first + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise SystemExit(f"no {count} consecutive free ports")
-
-
 # -- servers --------------------------------------------------------------------------------
-def wirekit_token(port: int) -> str:
-    """Register the bench user (argon2: once per server), join the room, return a token."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        f = s.makefile("rb")
-        f.readline()  # greeting
-        s.sendall(f"/json\n/register {USER} {PASSWORD}\n/join {ROOM}\n".encode())
-        token = None
-        for _ in range(20):
-            event = json.loads(f.readline())
-            if event.get("type") == "error":
-                raise SystemExit(f"wirekit setup failed: {event}")
-            if event.get("cmd") == "register":
-                token = event["token"]
-            if event.get("cmd") == "joined":
-                break
-        if token is None:
-            raise SystemExit("wirekit setup: no token")
-        return str(token)
-
-
 def find_ngircd() -> str | None:
     return shutil.which("ngircd") or next(
         (p for p in ("/usr/sbin/ngircd", "/usr/local/sbin/ngircd") if os.access(p, os.X_OK)), None
@@ -201,7 +161,7 @@ def main() -> None:
             proc, wk_ports, log = start_wirekit(tmp)
             try:
                 port = wk_ports["chat"]
-                token = wirekit_token(port)
+                token = chat_token(port)
                 row = run_fanout(load, "wirekit", proc, str(port), n, token, tmp, PHASES)
             finally:
                 stop(proc)
@@ -242,7 +202,7 @@ def main() -> None:
         proc, wk_ports, log = start_wirekit(tmp)
         try:
             port = wk_ports["chat"]
-            token = wirekit_token(port)
+            token = chat_token(port)
             memory["wirekit serve"] = run_hold(
                 load, "wirekit", proc.pid, port, token, tmp, count=IDLE
             )
