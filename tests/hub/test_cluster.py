@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,18 @@ from ..conftest import free_port
 from .conftest import Peer, WsPeer
 
 pytestmark = pytest.mark.anyio
+
+
+def free_port_pair() -> int:
+    """A free port whose next port is free too."""
+    while True:
+        port = free_port()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except (OSError, OverflowError):  # taken, or port was 65535
+                continue
+        return port
 
 
 @pytest.fixture
@@ -371,7 +384,10 @@ async def test_a_node_without_members_of_a_room_gets_none_of_its_traffic(
 async def test_workers_share_ports_and_deliver_across_processes(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    node = Node("workers", redis_server.url, tmp_path / "data", "--workers", "2")
+    metrics = free_port_pair()  # worker i serves /metrics on this port + i
+    node = Node("workers", redis_server.url, tmp_path / "data", "--workers", "2",
+                "--metrics", f"127.0.0.1:{metrics}")  # fmt: skip
+    node.metrics = metrics
     peers: list[Peer] = []
     try:
         async with aiohttp.ClientSession() as session:

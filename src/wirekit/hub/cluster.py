@@ -187,7 +187,7 @@ class Cluster:
         self.store.check()
         hub = self.hub
         assert hub is not None
-        if self.reconnects or self._task is not None:
+        if self._task is not None:  # a reconnection (start() creates the task afterwards)
             self._reload(hub)
         self._connected = True
 

@@ -260,12 +260,18 @@ class RedisStore:
         low = f"({after}" if after >= prefix else f"[{prefix}"
         high = f"({prefix}\x7f" if prefix else "+"
         names = self.call("ZRANGEBYLEX", "wk:users", low, high, "LIMIT", 0, limit)
-        pipe = self._redis.pipeline(transaction=False)
-        for name in names:
-            pipe.hmget(f"wk:user:{name}", *_USER_FIELDS)
-        rows = self._guarded(pipe.execute) if names else []
+        rows = self._hmgets([f"wk:user:{name}" for name in names], _USER_FIELDS)
         records = (self._record(name, row) for name, row in zip(names, rows, strict=True))
         return [r for r in records if r is not None]
+
+    def _hmgets(self, keys: list[str], fields: tuple[str, ...]) -> list[Any]:
+        """HMGET ``fields`` of every key, in one round trip."""
+        if not keys:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(key, *fields)
+        return list(self._guarded(pipe.execute))
 
     def set_profile(self, name: str, profile: dict[str, Any]) -> None:
         self._users.pop(name, None)
@@ -290,10 +296,7 @@ class RedisStore:
     # -- logs ---------------------------------------------------------------------------------
     def logs(self) -> list[LogInfo]:
         names = sorted(self.call("SMEMBERS", "wk:logs"))
-        pipe = self._redis.pipeline(transaction=False)
-        for name in names:
-            pipe.hmget(f"wk:log:{name}", "epoch", "head")
-        rows = self._guarded(pipe.execute) if names else []
+        rows = self._hmgets([f"wk:log:{name}" for name in names], ("epoch", "head"))
         return [
             LogInfo(name, epoch, int(head))
             for name, (epoch, head) in zip(names, rows, strict=True)

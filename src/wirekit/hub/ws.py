@@ -177,9 +177,10 @@ class WsSession(Handler):
         if name.startswith("#") and (room is None or self.sub.user not in room.members):
             hub.join(self.sub.user, name)
         log = hub.open_log(self.sub.user, name)
-        self._ok(request, topic=name, head=hub.head_of(log), epoch=log.epoch)
+        head = hub.head_of(log)
+        self._ok(request, topic=name, head=head, epoch=log.epoch)
         since = request.args.get("since")
-        hub.resume(self.sub, name, log.head if since is None else since,
+        hub.resume(self.sub, name, head if since is None else since,
                    request.args.get("epoch"))  # fmt: skip
 
     def _op_unsub(self, request: Request) -> None:
