@@ -149,8 +149,8 @@ class Cluster:
         self.peers: list[Peer] = []
         self.sockets: list[WsPeer] = []
 
-    async def start(self, count: int, *extra: str) -> list[Node]:
-        started = [Node(f"n{len(self.nodes) + i}", self.redis.url,
+    async def start(self, count: int, *extra: str, url: str | None = None) -> list[Node]:
+        started = [Node(f"n{len(self.nodes) + i}", url or self.redis.url,
                         self.root / f"n{len(self.nodes) + i}", *extra)
                    for i in range(count)]  # fmt: skip
         self.nodes += started
@@ -379,6 +379,58 @@ async def test_a_node_without_members_of_a_room_gets_none_of_its_traffic(
     await bob.send("/leave #busy")
     await ann.expect(lambda e: e.get("type") == "leave" and e["user"] == "bob")
     assert dict(cluster.redis.client().pubsub_numsub("wk:0:msg:#busy")) == {"wk:0:msg:#busy": 1}
+
+
+async def test_a_node_cut_off_from_redis_reloads_the_memberships_it_missed(
+    cluster: Cluster,
+) -> None:
+    """Node B loses Redis (its ACL user is disabled and its connections killed) while a member
+    joins and another leaves on node A, and a message is sent. Let back in, B reloads the
+    room's members from Redis: its user is told of the join and the leave it missed, gets the
+    message sent meanwhile, and the room goes on with contiguous offsets."""
+    admin = cluster.redis.client()
+    admin.execute_command("ACL", "SETUSER", "nodeb", "on", ">pw-b", "~*", "&*", "+@all")
+    (a,) = await cluster.start(1)
+    (b,) = await cluster.start(1, url=cluster.redis.url.replace("//", "//nodeb:pw-b@"))
+    ann, dan, cy = [await cluster.chat(a, user) for user in ("ann", "dan", "cy")]
+    bob = await cluster.chat(b, "bob")
+    for peer in (ann, dan, bob):  # one after the other: ann is in the room when the others join
+        await peer.send("/join #ops")
+        await peer.expect(lambda e: e.get("cmd") == "joined")
+    await ann.expect(lambda e: e.get("type") == "join" and e["user"] == "bob")
+    await ann.send("before")
+    first = await bob.expect(is_msg("before"))
+
+    admin.execute_command("ACL", "SETUSER", "nodeb", "off")
+    admin.execute_command("CLIENT", "KILL", "USER", "nodeb")
+    async with asyncio.timeout(10):
+        while True:
+            async with cluster.session.get(b.base + "/readyz") as resp:
+                if resp.status == 503:
+                    break
+            await asyncio.sleep(0.05)
+    await cy.send("/join #ops")
+    await ann.expect(lambda e: e.get("type") == "join" and e["user"] == "cy")
+    await dan.send("/leave #ops")
+    await ann.expect(lambda e: e.get("type") == "leave" and e["user"] == "dan")
+    await cy.send("while b was away")
+    await ann.expect(is_msg("while b was away"))
+
+    admin.execute_command("ACL", "SETUSER", "nodeb", "on")
+    await b.ready(cluster.session)
+    missed = {("join", "cy"), ("leave", "dan"), ("msg", "while b was away")}
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    while not missed <= seen.keys():
+        event = await bob.event(timeout=10)
+        key = (event.get("type", ""), event.get("text", event.get("user", "")))
+        assert key not in seen, f"{key} twice"
+        seen[key] = event
+    assert seen[("msg", "while b was away")]["offset"] == first["offset"] + 1
+    await cy.send("after")
+    assert (await bob.expect(is_msg("after")))["offset"] == first["offset"] + 2
+    await bob.send("/who #ops")
+    who = await bob.expect(lambda e: e.get("type") == "who")
+    assert {u["user"] for u in who["users"]} == {"ann", "bob", "cy"}
 
 
 async def test_workers_share_ports_and_deliver_across_processes(
