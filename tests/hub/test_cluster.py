@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 import redis
 
 from wirekit.hub.redisstore import RedisStore
 from wirekit.hub.store import StoreUnavailable
+from wirekit.proto import ws
 
 from ..conftest import free_port
-from .conftest import Peer, WsPeer
+from .conftest import Peer, RawWs, WsPeer
 
 pytestmark = pytest.mark.anyio
 
@@ -189,8 +191,8 @@ class Cluster:
     async def close(self) -> None:
         for peer in self.peers:
             await peer.close()
-        for ws in self.sockets:
-            await ws.ws.close()
+        for sock in self.sockets:
+            await sock.ws.close()
         for node in self.nodes:
             node.stop()
 
@@ -339,7 +341,10 @@ async def test_redis_restart_not_ready_then_resume_without_loss(cluster: Cluster
         headers={"Authorization": f"Bearer {token}"},
     ) as resp:  # fmt: skip
         assert resp.status == 503
+        assert resp.headers["Retry-After"] == "1"
         assert (await resp.json())["code"] == "unavailable"
+    refused = await bob.request("pub", topic="#r", data="while down")
+    assert (refused["op"], refused["code"]) == ("error", "unavailable")
 
     cluster.redis.start()
     for node in (a, b):
@@ -349,9 +354,55 @@ async def test_redis_restart_not_ready_then_resume_without_loss(cluster: Cluster
     for i in range(10):
         got = await bob.expect(lambda e: e.get("op") == "msg")
         assert (got["offset"], got["data"]) == (11 + i, f"after {i}")
+    # a WebSocket publish and a REST post are told the offsets their messages got
+    assert (await bob.ok("pub", topic="#r", data="from bob"))["offset"] == 21
+    async with cluster.session.post(
+        f"{b.base}/api/rooms/r/messages", json={"data": "over rest"},
+        headers={"Authorization": f"Bearer {token}"},
+    ) as resp:  # fmt: skip
+        assert (resp.status, (await resp.json())["offset"]) == (201, 22)
     history = await bob.ok("history", topic="#r", limit=100)
     texts = [m["data"] for m in history["messages"]]
-    assert texts == [f"before {i}" for i in range(10)] + [f"after {i}" for i in range(10)]
+    assert texts == [f"before {i}" for i in range(10)] + [f"after {i}" for i in range(10)] + [
+        "from bob", "over rest"]  # fmt: skip
+
+
+def reads_processed(client: redis.Redis) -> int:
+    return int(client.info("stats")["total_reads_processed"])
+
+
+async def test_publications_that_arrive_together_are_stored_in_one_round_trip(
+    cluster: Cluster,
+) -> None:
+    """30 WebSocket publications in one TCP segment: Redis reads their appends in a few
+    socket reads (one pipeline per loop turn), not one round trip each, and every reply has
+    its own offset, in order."""
+    (a,) = await cluster.start(1)
+    token = await cluster.token(a, "pia")
+    raw = RawWs(a.http)
+    try:
+        head = await asyncio.to_thread(raw.handshake, target=f"/ws?token={token}")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        pubs = [{"op": "pub", "topic": "feed", "data": f"m{i}", "id": i} for i in range(30)]
+        client = cluster.redis.client()
+        before = reads_processed(client)
+        raw.sock.sendall(b"".join(ws.client_frame(ws.TEXT, orjson.dumps(p)) for p in pubs))
+        parser, replies = ws.FrameParser(server=False), []
+        events = parser.receive_data(raw.rest)
+        while len(replies) < 30:
+            for event in events:
+                assert isinstance(event, ws.Message) and event.text is not None, event
+                reply = orjson.loads(event.text)
+                if "id" in reply:
+                    replies.append(reply)
+            if len(replies) < 30:
+                events = parser.receive_data(await asyncio.to_thread(raw.sock.recv, 65536))
+        reads = reads_processed(client) - before
+    finally:
+        raw.sock.close()
+    assert [(r["op"], r["id"], r["offset"]) for r in replies] == [
+        ("ok", i, i + 1) for i in range(30)]  # fmt: skip
+    assert reads <= 10, f"{reads} reads for 30 appends: not pipelined"
 
 
 async def test_a_node_without_members_of_a_room_gets_none_of_its_traffic(

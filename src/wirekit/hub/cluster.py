@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import hiredis
@@ -33,7 +32,7 @@ import orjson
 
 from ..proto.backoff import Backoff
 from .redisstore import RedisStore, parse_message
-from .store import HubError, StoredMessage, StoreUnavailable
+from .store import Failed, Stored, StoredMessage, StoreUnavailable
 
 if TYPE_CHECKING:
     from .engine import Hub, Log, Subscriber
@@ -244,8 +243,8 @@ class Cluster:
         except StoreUnavailable:
             pass  # the entry expires
 
-    def append_later(self, msg: StoredMessage, failed: Callable[[HubError], None]) -> None:
-        self.store.append_later(msg, failed)
+    def append_later(self, msg: StoredMessage, done: Stored | None, failed: Failed) -> None:
+        self.store.append_later(msg, done, failed)
 
     def _member(self, sub: Subscriber) -> str:
         return f"{sub.user}|{self.store.node}|{id(sub):x}"

@@ -40,7 +40,7 @@ import orjson
 from ..limits import DEFAULTS, Limits
 from ..proto.chat import encode_event
 from ..proto.wsapi import encode_sse, encode_ws
-from .store import HubError, Store, StoredMessage
+from .store import Failed, HubError, Store, Stored, StoredMessage
 
 ROOM = re.compile(r"#[a-z0-9][a-z0-9_.-]{0,47}")
 TOPIC = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
@@ -249,9 +249,10 @@ class Peers(Protocol):
     def absent(self, sub: Subscriber) -> None:
         """``sub`` left; if that was its user's last connection anywhere, ``offline``."""
 
-    def append_later(self, msg: StoredMessage, failed: Callable[[HubError], None]) -> None:
+    def append_later(self, msg: StoredMessage, done: Stored | None, failed: Failed) -> None:
         """Store ``msg`` (its offset is still to come) with the others of this loop turn, in
-        one round trip at the next flush; ``failed`` is told if it could not be stored."""
+        one round trip at the next flush; then ``done`` is told its offset, or ``failed`` why
+        it could not be stored."""
 
 
 class Hub:
@@ -447,16 +448,28 @@ class Hub:
             self._deliver(log, StoredMessage(name, offset, ts, user, text, json))
         return offset
 
-    def post(self, user: str, name: str, text: str, failed: Callable[[HubError], None]) -> None:
-        """Publish without waiting for the offset (the chat's plain lines). With peers and
-        batching, the append goes to the store with the others of this loop turn (one round
-        trip for all) and ``failed`` is told if it could not be stored; otherwise this is
-        :meth:`publish`."""
+    def post(
+        self,
+        user: str,
+        name: str,
+        text: str,
+        failed: Failed,
+        *,
+        json: bool = False,
+        done: Stored | None = None,
+    ) -> None:
+        """Publish without waiting for the store: ``done`` is told the offset (now, or later)
+        and ``failed`` why it could not be stored. With peers and batching, the append goes to
+        the store with the others of this loop turn, in one round trip at the flush; otherwise
+        this is :meth:`publish`. A user not allowed to write there raises at once."""
         if self.peers is None or self.wake is None:
-            self.publish(user, name, text)
+            offset = self.publish(user, name, text, json)
+            if done is not None:
+                done(offset)
             return
         self.open_log(user, name)  # may the user write there?
-        self.peers.append_later(StoredMessage(name, 0, time.time(), user, text), failed)
+        msg = StoredMessage(name, 0, time.time(), user, text, json)
+        self.peers.append_later(msg, done, failed)
         self.published += 1
         self.wake()
 
@@ -532,6 +545,11 @@ class Hub:
             self.deliveries += whole * len(batch)
 
     def private(self, user: str, to: str, text: str, json: bool = False) -> int:
+        return self.publish(user, self.conversation(user, to), text, json)
+
+    def conversation(self, user: str, to: str) -> str:
+        """The name of the private log of ``user`` and ``to``, opened (and created, members
+        told, the first time)."""
         to = to.lower()
         if self.store.password_hash(to) is None:
             raise HubError("no-such-user", f"no user {to}")
@@ -545,7 +563,7 @@ class Hub:
             if self.peers is not None:
                 self.peers.announce({"type": "members", "log": name, "users": [user, to],
                                      "head": self.head_of(log)})  # fmt: skip
-        return self.publish(user, name, text, json)
+        return name
 
     def _conversation(self, log: Log, users: Iterable[str], since: int | None = None) -> None:
         for member in users:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -37,14 +36,16 @@ from ..errors import UsageError
 from ..proto.backoff import Backoff
 from .store import (
     USER_CACHE,
-    HubError,
+    Failed,
     LogInfo,
+    Stored,
     StoredMessage,
     StoreUnavailable,
     UserRecord,
     remember,
 )
 
+Pending = tuple[StoredMessage, Stored | None, Failed]  # a message waiting for commit()
 CONNECT_TIMEOUT = 1.0
 CALL_TIMEOUT = 2.0
 MAX_LENGTH = 1_000_000  # messages kept per log (approximately: Redis trims whole nodes)
@@ -161,7 +162,7 @@ class RedisStore:
         )
 
         self._append_script = self._redis.register_script(APPEND)
-        self._pending: list[tuple[StoredMessage, Callable[[HubError], None]]] = []
+        self._pending: list[Pending] = []
         self._create_user = self.script(CREATE_USER)
         self._delete_user = self.script(DELETE_USER)
         self._create_log = self.script(CREATE_LOG)
@@ -320,10 +321,10 @@ class RedisStore:
                 os.urandom(6).hex(), self.max_length, oldest, self.messages + log]  # fmt: skip
         return keys, args
 
-    def append_later(self, msg: StoredMessage, failed: Callable[[HubError], None]) -> None:
+    def append_later(self, msg: StoredMessage, done: Stored | None, failed: Failed) -> None:
         """Append ``msg`` at the next :meth:`commit`, with the others queued until then (one
-        round trip for all); ``failed`` is told if it could not be stored."""
-        self._pending.append((msg, failed))
+        round trip for all); then ``done`` is told its offset, or ``failed`` why not."""
+        self._pending.append((msg, done, failed))
 
     def read(self, log: str, after: int, limit: int) -> list[StoredMessage]:
         entries = self.call("XRANGE", f"wk:stream:{log}", f"({after}-0", "+", "COUNT", limit)
@@ -360,17 +361,19 @@ class RedisStore:
                 self.call("SCRIPT", "LOAD", APPEND)
                 results = self._appends(pending)
         except StoreUnavailable as exc:
-            for _, failed in pending:
+            for _, _, failed in pending:
                 failed(exc)
             return
-        for result, (_, failed) in zip(results, pending, strict=True):
+        for result, (_, done, failed) in zip(results, pending, strict=True):
             if isinstance(result, Exception):
                 failed(StoreUnavailable(f"the hub's Redis refused a message: {result}"))
+            elif done is not None:
+                done(int(result))
 
-    def _appends(self, pending: list[tuple[StoredMessage, Any]]) -> list[Any]:
+    def _appends(self, pending: list[Pending]) -> list[Any]:
         """EVALSHA of each message's append in one pipeline: the results, errors included."""
         pipe = self._redis.pipeline(transaction=False)
-        for msg, _ in pending:
+        for msg, _, _ in pending:
             keys, args = self._append_args(msg)
             pipe.evalsha(self._append_script.sha, len(keys), *keys, *args)
         return list(self._guarded(pipe.execute, raise_on_error=False))

@@ -7,6 +7,7 @@ Every error is RFC 9457 problem+json; successful JSON GETs carry an ``ETag`` (mi
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 from collections.abc import Awaitable, Callable
@@ -47,7 +48,8 @@ MERGE_PATCH = ("application/merge-patch+json", "application/json")
 
 def hub_problem(exc: HubError | AuthError) -> Problem:
     table = AUTH_STATUS if isinstance(exc, AuthError) else HUB_STATUS
-    return Problem(table.get(exc.code, 422), exc.code, str(exc))
+    retry = {"Retry-After": "1"} if exc.code == "unavailable" else None  # as the chain does
+    return Problem(table.get(exc.code, 422), exc.code, str(exc), retry)
 
 
 def address(request: web.Request) -> str:
@@ -354,10 +356,26 @@ class RestApi:
         body = await json_body(request, "data", text_fields=())
         try:
             text, is_json = message_text(body["data"], self.hub.limits.max_line)
-            offset = self.hub.publish(session.user, name, text, is_json)
+            offset = await self._append(session.user, name, text, is_json)
         except HubError as exc:
             raise hub_problem(exc) from None
         return json_response({"room": name, "offset": offset}, status=201)
+
+    async def _append(self, user: str, name: str, text: str, is_json: bool) -> int:
+        """Publish and wait for the offset; with a shared store, the append goes with the
+        others of its loop turn (:meth:`Hub.post`) instead of a round trip of its own."""
+        stored: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def done(offset: int) -> None:
+            if not stored.done():  # the request may have been cancelled meanwhile
+                stored.set_result(offset)
+
+        def failed(exc: HubError) -> None:
+            if not stored.done():
+                stored.set_exception(exc)
+
+        self.hub.post(user, name, text, failed, json=is_json, done=done)
+        return await stored
 
     # -- backend services (API key) -----------------------------------------------------------
     def _require_api_key(self, request: web.Request) -> None:
@@ -373,9 +391,9 @@ class RestApi:
             if name.startswith(("#", "@")):
                 raise HubError("bad-topic", "the API publishes into push topics, not rooms")
             text, is_json = message_text(body["data"], self.hub.limits.max_line)
+            offset = await self._append(API_SENDER, name, text, is_json)
         except HubError as exc:
             raise hub_problem(exc) from None
-        offset = self.hub.publish(API_SENDER, name, text, is_json)
         return json_response({"topic": name, "offset": offset})
 
     async def _kick(self, request: web.Request) -> web.Response:

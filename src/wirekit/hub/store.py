@@ -50,6 +50,10 @@ class StoreUnavailable(HubError, Unavailable):
         super().__init__("unavailable", message)
 
 
+Stored = Callable[[int], None]  # told the offset a message got
+Failed = Callable[[HubError], None]  # told why a message could not be stored
+
+
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
     log: str

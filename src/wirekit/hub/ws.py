@@ -202,11 +202,15 @@ class WsSession(Handler):
             return
         self._rejected = 0
         if name.startswith("@") and "," not in name:
-            offset = hub.private(self.sub.user, name[1:], text, is_json)
-            name = private_log(self.sub.user, name[1:].lower())
-        else:
-            offset = hub.publish(self.sub.user, name, text, is_json)
-        self._ok(request, topic=name, offset=offset)
+            name = hub.conversation(self.sub.user, name[1:])
+
+        def failed(exc: HubError) -> None:
+            self._error(request.id, exc.code, str(exc))
+
+        def done(offset: int) -> None:
+            self._ok(request, topic=name, offset=offset)
+
+        hub.post(self.sub.user, name, text, failed, json=is_json, done=done)
 
     def _op_history(self, request: Request) -> None:
         name = self._topic(request.args["topic"], read=True)
