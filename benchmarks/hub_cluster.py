@@ -23,9 +23,16 @@ client compete for 2 cores: the CPU columns show which one is the bottleneck.
 Targets (issue): one Redis node >= 0.7x the embedded engine's deliveries/s; two Redis nodes
 >= 1.3x one Redis node. Results go to benchmarks/results/hub_cluster.json.
 
+``--node-cores C`` caps each wirekit node at C cores (its own cgroup, CFS quota over a 10 ms
+period; root needed), so that the nodes, not the machine, are the bottleneck: on a machine
+with fewer cores than processes, whether a second node adds capacity shows only this way.
+Those results go to benchmarks/results/hub_cluster_node_cores.json; the targets are checked
+on the uncapped run.
+
 About 1 minute per subscriber count (20 s per configuration with the defaults).
 
 usage: python benchmarks/hub_cluster.py [--ns 1000] [--duration 3] [--configs embedded,...]
+                                        [--node-cores C]
 """
 
 from __future__ import annotations
@@ -66,6 +73,8 @@ CONFIGS = {
 }
 TARGET_REDIS1, TARGET_REDIS2 = 0.7, 1.3  # redis1 / embedded, redis2 / redis1
 PROCS = ("node A", "node B", "redis", "load", "other")
+CGROUP_V1, CGROUP_V2 = Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")
+CFS_PERIOD_US = 10_000  # short, so that a throttled node waits at most this long
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -80,6 +89,25 @@ def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     wait_port(port, proc, log)
     return proc, port, log
+
+
+def cap_cores(pid: int, cores: float, stack: contextlib.ExitStack) -> None:
+    """Put process ``pid`` in a cgroup of its own limited to ``cores`` CPUs (removed by
+    ``stack`` once the process has stopped)."""
+    quota = max(1000, round(cores * CFS_PERIOD_US))
+    if (CGROUP_V1 / "cpu.cfs_quota_us").exists():
+        group = CGROUP_V1 / f"wirekit-bench-{pid}"
+        group.mkdir()
+        (group / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+        (group / "cpu.cfs_quota_us").write_text(str(quota))
+    elif "cpu" in (CGROUP_V2 / "cgroup.subtree_control").read_text().split():
+        group = CGROUP_V2 / f"wirekit-bench-{pid}"
+        group.mkdir()
+        (group / "cpu.max").write_text(f"{quota} {CFS_PERIOD_US}")
+    else:
+        raise SystemExit("--node-cores needs the cgroup cpu controller (v1, or v2 enabled)")
+    stack.callback(group.rmdir)
+    (group / "cgroup.procs").write_text(str(pid))
 
 
 def wait_ready(http_port: int, proc: subprocess.Popen[Any], log: Path) -> None:
@@ -143,8 +171,11 @@ def by_process(cpu: dict[str, Any]) -> dict[str, Any]:
             "load": cpu["client"]}  # fmt: skip
 
 
-def run_config(config: str, n: int, load: Path, tmp: Path, phases: Phases) -> dict[str, Any]:
-    """Start the configuration's processes, run one fan-out, stop them; the row."""
+def run_config(
+    config: str, n: int, load: Path, tmp: Path, phases: Phases, node_cores: float | None
+) -> dict[str, Any]:
+    """Start the configuration's processes (each node capped at ``node_cores`` if given), run
+    one fan-out, stop them; the row."""
     logs: dict[str, Path] = {}
     with contextlib.ExitStack() as stack:
         extra: tuple[str, ...] = ()
@@ -158,6 +189,8 @@ def run_config(config: str, n: int, load: Path, tmp: Path, phases: Phases) -> di
         # ("FIRST+2"); the publisher connects last, when no connect is unanswered: to FIRST
         first = free_port_range(2) if config == "redis2" else None
         node_a, ports_a, logs["node A"] = start_wirekit(tmp, *extra, chat_port=first)
+        if node_cores is not None:
+            cap_cores(node_a.pid, node_cores, stack)
         stack.callback(stop, node_a)
         wait_ready(ports_a["http"], node_a, logs["node A"])
         token = chat_token(ports_a["chat"])  # registers the user, who joins ROOM
@@ -165,6 +198,8 @@ def run_config(config: str, n: int, load: Path, tmp: Path, phases: Phases) -> di
         target = str(ports_a["chat"])
         if first is not None:
             node_b, ports_b, logs["node B"] = start_wirekit(tmp, *extra, chat_port=first + 1)
+            if node_cores is not None:
+                cap_cores(node_b.pid, node_cores, stack)
             stack.callback(stop, node_b)
             wait_ready(ports_b["http"], node_b, logs["node B"])
             others["node B"] = node_b.pid
@@ -209,6 +244,9 @@ def main() -> None:
         "--window", type=int, default=WINDOW, help="messages outstanding at max rate"
     )
     parser.add_argument("--configs", default=",".join(CONFIGS), help="configurations to run")
+    parser.add_argument(
+        "--node-cores", type=float, help="cap each node at this many cores (cgroup; root)"
+    )
     opts = parser.parse_args()
     ns = [int(x) for x in opts.ns.split(",")]
     configs = [c for c in opts.configs.split(",") if c]
@@ -216,6 +254,8 @@ def main() -> None:
         raise SystemExit(f"unknown configuration(s): {', '.join(sorted(unknown))}")
     if opts.duration <= 0 or opts.rounds < 1 or opts.window < 1:
         raise SystemExit("--duration must be > 0, --rounds and --window >= 1")
+    if opts.node_cores is not None and not 0.1 <= opts.node_cores <= machine()["cpus"]:
+        raise SystemExit("--node-cores must be between 0.1 and the machine's CPU count")
     phases = Phases(opts.duration, opts.rounds, opts.window, opts.duration + 1.0)
     started = time.monotonic()
     raise_nofile(max(ns) + 1000)
@@ -228,7 +268,7 @@ def main() -> None:
         tmp = Path(tmpname)
         for n in ns:
             for config in configs:
-                row = run_config(config, n, load, tmp, phases)
+                row = run_config(config, n, load, tmp, phases, opts.node_cores)
                 rows.append(row)
                 cpu = ", ".join(f"{k} {v:.2f}" for k, v in row["cpu"].items() if v is not None)
                 print(
@@ -236,7 +276,7 @@ def main() -> None:
                     f"p99 at half rate {row['half_p99_ms']:.1f} ms (cores: {cpu})",
                     flush=True,
                 )
-    report(ns, configs, rows, phases, time.monotonic() - started)
+    report(ns, configs, rows, phases, opts.node_cores, time.monotonic() - started)
 
 
 def ratio(rows: list[dict[str, Any]], n: int, a: str, b: str) -> float | None:
@@ -248,8 +288,15 @@ def ratio(rows: list[dict[str, Any]], n: int, a: str, b: str) -> float | None:
 
 
 def report(
-    ns: list[int], configs: list[str], rows: list[dict[str, Any]], phases: Phases, elapsed: float
+    ns: list[int],
+    configs: list[str],
+    rows: list[dict[str, Any]],
+    phases: Phases,
+    node_cores: float | None,
+    elapsed: float,
 ) -> None:
+    if node_cores is not None:
+        print(f"\nevery node capped at {node_cores:g} cores (cgroup CFS quota)")
     print(
         f"\nfan-out: N subscribers (total) + 1 publisher in {ROOM}; max rate = {phases.window} "
         f"messages outstanding, {phases.rounds} x {phases.seconds:g} s (median); then "
@@ -344,6 +391,7 @@ def report(
             "half_seconds": phases.half_seconds,
             "message_text_bytes": 64,
             "publisher": "node A",
+            "node_cores": node_cores,
         },
         "targets": {"redis1_over_embedded": TARGET_REDIS1, "redis2_over_redis1": TARGET_REDIS2},
         "ratios": ratios,
@@ -351,7 +399,8 @@ def report(
         "raw": [{"config": r["config"], "n": r["n"], **r["raw"]} for r in rows],
         "elapsed_s": round(elapsed, 1),
     }
-    write_result("hub_cluster", result, f" ({elapsed:.0f} s)")
+    name = "hub_cluster" if node_cores is None else "hub_cluster_node_cores"
+    write_result(name, result, f" ({elapsed:.0f} s)")
 
 
 if __name__ == "__main__":
