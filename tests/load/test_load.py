@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port, wait_for_port, wirekit_cmd
-from wirekit.load.recorder import Recorder, summary
+from wirekit.load.recorder import FastHistogram, Recorder, clamp_us, summary
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,6 +109,29 @@ def test_merged_histograms_equal_one_process() -> None:
     assert merged.status == whole.status
     assert [s.completed for s in merged.seconds] == [s.completed for s in whole.seconds]
     assert summary(merged.seconds[3].latency) == summary(whole.seconds[3].latency)
+
+
+def test_batched_recording_equals_recording_each_response() -> None:
+    """Latencies wait in lists until their second ends or a histogram is read; the result is
+    what recording each one at once gives, out-of-order seconds and clamped values included."""
+    rec = Recorder(0)
+    corrected, uncorrected = FastHistogram(), FastHistogram()
+    by_second: dict[int, FastHistogram] = {}
+    for i in range(5_000):
+        done = (i * 7_919 % 4_000) * 1_000_000  # seconds 0..3, back and forth
+        intended = done - (i * 104_729 % 3_000_000_000) - (0 if i % 5 else 2 * 3_600 * 10**9)
+        sent = intended if i % 3 else done - 400  # < 1 us after sending: clamped to 1 us
+        rec.response(intended, sent, done, 200)
+        corrected.record(clamp_us(done - intended))
+        uncorrected.record(clamp_us(done - sent))
+        by_second.setdefault(done // 10**9, FastHistogram(2)).record(clamp_us(done - intended))
+        if i == 2_500:  # a read in the middle (progress, a failure) settles what is pending
+            assert sum(rec.corrected.counts) == i + 1
+    assert rec.corrected.counts == corrected.counts
+    assert rec.uncorrected.counts == uncorrected.counts
+    assert [sec.latency.counts for sec in rec.seconds] == [
+        by_second[i].counts for i in range(4)]  # fmt: skip
+    assert [sec.completed for sec in rec.seconds] == [sum(by_second[i].counts) for i in range(4)]
 
 
 def test_thresholds_set_the_exit_code(server: CountingServer) -> None:

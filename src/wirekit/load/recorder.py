@@ -43,6 +43,20 @@ class FastHistogram:
         bucket = (value | self._mask).bit_length() - self._offset
         self.counts[((bucket + 1) << self._magnitude) + (value >> bucket) - self._half] += 1
 
+    def record_ns(self, values: list[int]) -> None:
+        """Record each of ``values`` (nanoseconds), in microseconds clamped to the range: the
+        same as :meth:`record` of each, in one tight loop."""
+        counts, mask, offset = self.counts, self._mask, self._offset
+        magnitude, half = self._magnitude, self._half
+        for ns in values:
+            value = ns // 1000
+            if value < LOWEST_US:
+                value = LOWEST_US
+            elif value > HIGHEST_US:
+                value = HIGHEST_US
+            bucket = (value | mask).bit_length() - offset
+            counts[((bucket + 1) << magnitude) + (value >> bucket) - half] += 1
+
     def to_hdr(self) -> HdrHistogram:
         h = histogram(self.digits)
         for index, count in enumerate(self.counts):
@@ -93,30 +107,37 @@ class Second:
 
 
 class Recorder:
+    """Latencies are kept as raw nanoseconds while their second lasts, and go into the
+    histograms in one tight loop when another second starts or the histograms are read
+    (:attr:`corrected`, :attr:`uncorrected`, :attr:`seconds`): a response costs two list
+    appends on the hot path instead of three histogram updates."""
+
     __slots__ = (
+        "_corrected",
         "_current",
         "_current_end",
         "_current_start",
+        "_pending",
+        "_pending_uncorrected",
+        "_seconds",
+        "_uncorrected",
         "bytes_in",
         "bytes_out",
         "completed",
-        "corrected",
         "errors",
         "lag",
         "names",
-        "seconds",
         "sent",
         "start_ns",
         "status",
-        "uncorrected",
     )
 
     def __init__(self, start_ns: int) -> None:
         self.start_ns = start_ns
-        self.corrected = FastHistogram()
-        self.uncorrected = FastHistogram()
+        self._corrected = FastHistogram()
+        self._uncorrected = FastHistogram()
         self.lag = FastHistogram()  # scheduler lag: due time -> dispatch, with a free slot
-        self.seconds: list[Second] = []
+        self._seconds: list[Second] = []
         self.status: Counter[int] = Counter()
         self.errors: Counter[str] = Counter()
         self.names: Counter[str] = Counter()  # scenario responses per request name
@@ -124,38 +145,70 @@ class Recorder:
         self.sent = 0
         self.bytes_in = 0
         self.bytes_out = 0
-        self._current = Second()  # a cache of the newest second, valid in [start, end)
+        # The second responses are being recorded in, valid in [start, end); its latencies
+        # (corrected and uncorrected, ns) not yet in the histograms.
+        self._current = Second()
         self._current_start = self._current_end = 0
+        self._pending: list[int] = []
+        self._pending_uncorrected: list[int] = []
+
+    @property
+    def corrected(self) -> FastHistogram:
+        self.settle()
+        return self._corrected
+
+    @property
+    def uncorrected(self) -> FastHistogram:
+        self.settle()
+        return self._uncorrected
+
+    @property
+    def seconds(self) -> list[Second]:
+        self.settle()
+        return self._seconds
+
+    def settle(self) -> None:
+        """Put the latencies recorded so far into the histograms."""
+        pending = self._pending
+        if pending:
+            self._corrected.record_ns(pending)
+            self._current.latency.record_ns(pending)
+            self._uncorrected.record_ns(self._pending_uncorrected)
+            self._pending = []
+            self._pending_uncorrected = []
 
     def second(self, now_ns: int) -> Second:
+        """The second of ``now_ns``, which becomes the one responses are recorded in."""
         if self._current_start <= now_ns < self._current_end:  # the common case: this second
             return self._current
+        self.settle()
         index = max(0, (now_ns - self.start_ns) // 1_000_000_000)
-        seconds = self.seconds
+        seconds = self._seconds
         while len(seconds) <= index:
             seconds.append(Second())
-        if index == len(seconds) - 1:
-            self._current = seconds[index]
-            self._current_start = self.start_ns + index * 1_000_000_000
-            self._current_end = self._current_start + 1_000_000_000
-        return seconds[index]
+        self._current = seconds[index]
+        self._current_start = self.start_ns + index * 1_000_000_000
+        self._current_end = self._current_start + 1_000_000_000
+        return self._current
 
     def response(self, intended: int, sent: int, done: int, status: int | None) -> None:
         """One reply; ``status`` is the HTTP status (``None`` for tcp/udp)."""
-        corrected = clamp_us(done - intended)
-        self.corrected.record(corrected)
-        self.uncorrected.record(corrected if sent == intended else clamp_us(done - sent))
+        sec = self._current
+        if not self._current_start <= done < self._current_end:
+            sec = self.second(done)
+        self._pending.append(done - intended)
+        self._pending_uncorrected.append(done - sent)
         self.completed += 1
+        sec.completed += 1
         if status is not None:
             self.status[status] += 1
-        sec = self.second(done)
-        sec.completed += 1
-        sec.latency.record(corrected)
 
     def restart(self, start_ns: int) -> None:
         """Start the timeline over at ``start_ns`` (after a warm-up such as connecting)."""
+        self.settle()
         self.start_ns = start_ns
-        self.seconds = []
+        self._seconds = []
+        self._current = Second()
         self._current_start = self._current_end = 0
 
     def received(self, size: int, now: int) -> None:
