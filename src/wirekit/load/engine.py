@@ -98,6 +98,13 @@ class Engine:
         self._address = config.target.host
         self._sweep_period = min(SWEEP_PERIOD, config.timeout / 4)  # timeouts ~ 25% late at most
         self.in_flight = 0
+        # closed model, no think time, no count, fixed requests: see completed()
+        self._plain_closed = (
+            config.steps is None
+            and config.think <= 0
+            and config.count is None
+            and config.scenario is None
+        )
 
     # -- running ------------------------------------------------------------------------------
     async def run(self, progress: Callable[[Engine], None] | None = None) -> Recorder:
@@ -327,6 +334,12 @@ class Engine:
 
     # -- called by connections ----------------------------------------------------------------
     def completed(self, conn: Conn, keep_alive: bool) -> None:
+        if keep_alive and self._plain_closed and not self.stopping:
+            # The closed model's common case, short: the next request goes at once (the
+            # in-flight count stays), and the stop rule has nothing to check.
+            self.issued += 1
+            conn.send(perf_counter_ns())
+            return
         self.in_flight -= 1
         if not keep_alive:
             self._abort_reasons[conn] = "closed-by-server"

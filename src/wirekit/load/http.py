@@ -80,6 +80,7 @@ class HttpConnection(asyncio.Protocol):
     __slots__ = (
         "_engine",
         "_fd",
+        "_now",
         "_parser",
         "_recorder",
         "_request",
@@ -96,6 +97,7 @@ class HttpConnection(asyncio.Protocol):
         self.inflight: deque[tuple[int, int]] = deque()
         self.partial = False  # bytes of the oldest response have arrived
         self._fd = -1
+        self._now = 0  # when the bytes being parsed arrived: a response completes then
         self.transport: asyncio.Transport | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
@@ -108,7 +110,7 @@ class HttpConnection(asyncio.Protocol):
         self._fd = -1 if tls or sock is None else sock.fileno()
 
     def data_received(self, data: bytes) -> None:
-        now = perf_counter_ns()
+        now = self._now = perf_counter_ns()
         self._recorder.received(len(data), now)
         self.partial = True
         try:
@@ -128,7 +130,7 @@ class HttpConnection(asyncio.Protocol):
             return
         intended, sent = self.inflight.popleft()
         self.partial = False
-        self._recorder.response(intended, sent, perf_counter_ns(), self._parser.get_status_code())
+        self._recorder.response(intended, sent, self._now, self._parser.get_status_code())
         self._engine.completed(self, self._parser.should_keep_alive())
 
     # -- what the engine uses -----------------------------------------------------------------

@@ -213,7 +213,10 @@ class Recorder:
 
     def received(self, size: int, now: int) -> None:
         self.bytes_in += size
-        self.second(now).bytes_in += size
+        sec = self._current
+        if not self._current_start <= now < self._current_end:
+            sec = self.second(now)
+        sec.bytes_in += size
 
     def failure(self, kind: str, now: int) -> None:
         self.errors[kind] += 1
