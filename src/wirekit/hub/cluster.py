@@ -198,8 +198,13 @@ class Cluster:
             self._lost.set()
 
     def _reload(self, hub: Hub) -> None:
-        """After a disconnection: rooms, memberships and presence as Redis has them now."""
-        hub.present = set(self.store.call("HKEYS", "wk:online"))
+        """After a disconnection: rooms, memberships and presence as Redis has them now, the
+        local subscribers told what changed meanwhile."""
+        present = set(self.store.call("HKEYS", "wk:online"))
+        for user in sorted(hub.present - present):
+            hub.apply({"type": "offline", "user": user})
+        for user in sorted(present - hub.present):
+            hub.apply({"type": "online", "user": user})
         for info in self.store.logs():
             log_ = hub.logs.get(info.name)
             if log_ is None:
