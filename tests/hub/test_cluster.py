@@ -435,17 +435,18 @@ async def test_a_node_without_members_of_a_room_gets_none_of_its_traffic(
 async def test_a_node_cut_off_from_redis_reloads_the_memberships_it_missed(
     cluster: Cluster,
 ) -> None:
-    """Node B loses Redis (its ACL user is disabled and its connections killed) while a member
-    joins and another leaves on node A, and a message is sent. Let back in, B reloads the
-    room's members from Redis: its user is told of the join and the leave it missed, gets the
-    message sent meanwhile, and the room goes on with contiguous offsets."""
+    """Node B loses Redis (its ACL user is disabled and its connections killed) while, on
+    node A, a member joins, another leaves, a message is sent and a member goes offline. Let
+    back in, B reloads members and presence from Redis: its user is told of the join, the
+    leave and the offline it missed, gets the message sent meanwhile, and the room goes on with
+    contiguous offsets."""
     admin = cluster.redis.client()
     admin.execute_command("ACL", "SETUSER", "nodeb", "on", ">pw-b", "~*", "&*", "+@all")
     (a,) = await cluster.start(1)
     (b,) = await cluster.start(1, url=cluster.redis.url.replace("//", "//nodeb:pw-b@"))
-    ann, dan, cy = [await cluster.chat(a, user) for user in ("ann", "dan", "cy")]
+    ann, dan, cy, eve = [await cluster.chat(a, user) for user in ("ann", "dan", "cy", "eve")]
     bob = await cluster.chat(b, "bob")
-    for peer in (ann, dan, bob):  # one after the other: ann is in the room when the others join
+    for peer in (ann, dan, eve, bob):  # one after the other: ann is in the room when others join
         await peer.send("/join #ops")
         await peer.expect(lambda e: e.get("cmd") == "joined")
     await ann.expect(lambda e: e.get("type") == "join" and e["user"] == "bob")
@@ -466,10 +467,12 @@ async def test_a_node_cut_off_from_redis_reloads_the_memberships_it_missed(
     await ann.expect(lambda e: e.get("type") == "leave" and e["user"] == "dan")
     await cy.send("while b was away")
     await ann.expect(is_msg("while b was away"))
+    await eve.send("/quit")
+    await ann.expect(lambda e: e.get("type") == "offline" and e["user"] == "eve")
 
     admin.execute_command("ACL", "SETUSER", "nodeb", "on")
     await b.ready(cluster.session)
-    missed = {("join", "cy"), ("leave", "dan"), ("msg", "while b was away")}
+    missed = {("join", "cy"), ("leave", "dan"), ("msg", "while b was away"), ("offline", "eve")}
     seen: dict[tuple[str, str], dict[str, Any]] = {}
     while not missed <= seen.keys():
         event = await bob.event(timeout=10)
@@ -481,7 +484,8 @@ async def test_a_node_cut_off_from_redis_reloads_the_memberships_it_missed(
     assert (await bob.expect(is_msg("after")))["offset"] == first["offset"] + 2
     await bob.send("/who #ops")
     who = await bob.expect(lambda e: e.get("type") == "who")
-    assert {u["user"] for u in who["users"]} == {"ann", "bob", "cy"}
+    assert {u["user"]: u["online"] for u in who["users"]} == {"ann": True, "bob": True,
+                                                              "cy": True, "eve": False}  # fmt: skip
 
 
 async def test_workers_share_ports_and_deliver_across_processes(
