@@ -562,11 +562,14 @@ def test_redis_store_keeps_accounts_logs_and_members(redis_server: RedisServer) 
 
 def test_redis_store_fails_fast_while_redis_is_down() -> None:
     store = RedisStore(f"redis://127.0.0.1:{free_port()}/0")
-    with pytest.raises(StoreUnavailable, match="unreachable"):
-        store.create_user("ann", "h")
     started = time.monotonic()
-    with pytest.raises(StoreUnavailable):  # within the backoff: no new attempt
+    with pytest.raises(StoreUnavailable, match="unreachable"):  # refused: no retries with waits
+        store.create_user("ann", "h")
+    assert time.monotonic() - started < 0.5
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):  # within the backoff (0.1 s): no new attempt
         store.password_hash("ann")
     assert time.monotonic() - started < 0.05
+    assert 0.05 < store._down_until - started <= 0.1  # the documented first window, no jitter
     assert not store.up and not store.check()
     store.close()

@@ -31,6 +31,8 @@ from typing import Any
 
 import orjson
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ..errors import UsageError
 from ..proto.backoff import Backoff
@@ -138,7 +140,8 @@ class RedisStore:
         self.reason = ""  # why the store is down ("" while it is up)
         self._users: dict[str, UserRecord] = {}
         self._down_until = 0.0
-        self._backoff = Backoff(base=0.1, cap=2.0)
+        # no jitter: after a failure, calls are refused for 0.1 s, doubling up to 2 s
+        self._backoff = Backoff(base=0.1, cap=2.0, rand=lambda: 1.0)
         try:
             params = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
         except ValueError as exc:
@@ -159,6 +162,10 @@ class RedisStore:
             decode_responses=True,
             socket_connect_timeout=CONNECT_TIMEOUT,
             socket_timeout=CALL_TIMEOUT,
+            # One immediate retry, for a pooled connection Redis closed (a restart). redis-py's
+            # default (10 retries with backoff) kept a call to a dead Redis waiting about 5 s,
+            # and the node's loop with it.
+            retry=Retry(NoBackoff(), 1),
         )
 
         self._append_script = self._redis.register_script(APPEND)
