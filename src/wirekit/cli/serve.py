@@ -10,11 +10,10 @@ import click
 
 from ..errors import UsageError
 from ..hub.accounts import REFRESH_TTL, TOKEN_TTL
-from ..hub.cluster import PRESENCE_TTL
 from ..hub.engine import TOPIC
-from ..hub.redisstore import MAX_LENGTH
 from ..hub.service import HubConfig
 from ..hub.service import serve as serve_hub
+from ..hub.store import MAX_LENGTH, PRESENCE_TTL
 from ..limits import DEFAULTS
 from .common import HOSTPORT, build_limits, limit_options, resolve_tls, tls_server_options
 

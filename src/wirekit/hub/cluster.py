@@ -32,14 +32,13 @@ import orjson
 
 from ..proto.backoff import Backoff
 from .redisstore import RedisStore, parse_message
-from .store import Failed, Stored, StoredMessage, StoreUnavailable
+from .store import PRESENCE_TTL, Failed, Stored, StoredMessage, StoreUnavailable
 
 if TYPE_CHECKING:
     from .engine import Hub, Log, Subscriber
 
 log = logging.getLogger("wirekit.hub.cluster")
 
-PRESENCE_TTL = 30.0
 REAP_BATCH = 1000  # expired presence entries removed per script call
 HEARTBEAT_BATCH = 500  # presence entries refreshed per script call
 FILL_BATCH = 1000  # messages read per call when filling a gap

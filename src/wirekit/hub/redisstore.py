@@ -37,6 +37,7 @@ from redis.retry import Retry
 from ..errors import UsageError
 from ..proto.backoff import Backoff
 from .store import (
+    MAX_LENGTH,
     USER_CACHE,
     Failed,
     LogInfo,
@@ -50,7 +51,6 @@ from .store import (
 Pending = tuple[StoredMessage, Stored | None, Failed]  # a message waiting for commit()
 CONNECT_TIMEOUT = 1.0
 CALL_TIMEOUT = 2.0
-MAX_LENGTH = 1_000_000  # messages kept per log (approximately: Redis trims whole nodes)
 
 # KEYS: log hash, stream, logs set. ARGV: name, ts, sender, text, json, new epoch, max length,
 # oldest ts to keep (0: no age limit), channel. A log Redis lost (data dir wiped) starts again

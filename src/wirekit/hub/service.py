@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from argon2 import PasswordHasher
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -30,11 +30,12 @@ from ..io.workers import Supervisor, WorkerLink, report_until
 from ..limits import Limits
 from .accounts import REFRESH_TTL, TOKEN_TTL, Accounts, load_api_key, load_key
 from .chat import ChatSession
-from .cluster import PRESENCE_TTL, Cluster
 from .engine import Hub
-from .redisstore import MAX_LENGTH, RedisStore
-from .store import SqliteStore, Store
+from .store import MAX_LENGTH, PRESENCE_TTL, SqliteStore, Store
 from .web import WebFront
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 log = logging.getLogger("wirekit.hub")
 
@@ -125,6 +126,9 @@ class HubService:
             key = load_key(config.data_dir)
             api_key = config.api_key or load_api_key(config.data_dir)
         else:
+            from .cluster import Cluster  # here: redis-py is imported only for --engine
+            from .redisstore import RedisStore
+
             config.data_dir.mkdir(parents=True, exist_ok=True)  # files and certificates
             store = self.store = RedisStore(config.engine, config.retention_length,
                                             config.retention_age)  # fmt: skip

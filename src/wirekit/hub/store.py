@@ -20,6 +20,10 @@ import orjson
 from ..errors import Unavailable, UsageError
 
 SCHEMA_VERSION = 3
+# Defaults of the multi-node engine, here so that `wirekit serve` (and every other command)
+# does not import redis-py unless --engine asks for it.
+MAX_LENGTH = 1_000_000  # messages kept per log (approximately: Redis trims whole nodes)
+PRESENCE_TTL = 30.0  # seconds before a crashed node's users go offline
 USER_CACHE = 10_000  # accounts kept in memory (SqliteStore's records, the REST API's JSON)
 
 K = TypeVar("K")
