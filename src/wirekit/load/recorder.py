@@ -32,7 +32,7 @@ class FastHistogram:
     :meth:`park`-ed: only its non-zero counts are kept, 16 bytes each instead of 8 bytes for
     every bucket (26 KiB at the timeline's precision); recording unparks it."""
 
-    __slots__ = ("_half", "_magnitude", "_mask", "_offset", "_parked", "counts", "digits")
+    __slots__ = ("_half", "_magnitude", "_mask", "_offset", "_parked", "_size", "counts", "digits")
 
     def __init__(self, digits: int = DIGITS) -> None:
         ref = histogram(digits)
@@ -42,7 +42,8 @@ class FastHistogram:
         self._half = ref.sub_bucket_half_count
         self._offset = ref.unit_magnitude + ref.sub_bucket_half_count_magnitude + 1
         assert ref.unit_magnitude == 0  # LOWEST_US == 1: no unit shift below
-        self.counts = [0] * ref.counts_len
+        self._size = ref.counts_len
+        self.counts = [0] * self._size
         self._parked: array[int] | None = None  # (index, count) pairs while parked
 
     def park(self) -> None:
@@ -54,7 +55,7 @@ class FastHistogram:
     def _unpark(self) -> None:
         parked = self._parked
         if parked is not None:
-            counts = self.counts = [0] * histogram(self.digits).counts_len
+            counts = self.counts = [0] * self._size
             for j in range(0, len(parked), 2):
                 counts[parked[j]] = parked[j + 1]
             self._parked = None
