@@ -67,6 +67,7 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 GZIP_MIN = 1024
 CORS_HEADERS = "Authorization, Content-Type, If-None-Match, X-Api-Key, X-Request-Id"
 CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+UNAVAILABLE_HEADERS = {"Retry-After": "1"}  # on a 503 for an unreachable backend
 
 Guard = Callable[[web.Request], web.StreamResponse | None]
 Filter = Callable[[web.Request, web.StreamResponse], web.StreamResponse]
@@ -446,7 +447,7 @@ class Chain:
             except Problem as exc:
                 response = exc.response()
             except Unavailable as exc:
-                response = problem(503, "unavailable", str(exc), {"Retry-After": "1"})
+                response = problem(503, "unavailable", str(exc), UNAVAILABLE_HEADERS)
             except web.HTTPException as exc:
                 if exc.status < 400:
                     raise  # a redirect: aiohttp answers it

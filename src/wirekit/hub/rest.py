@@ -48,8 +48,8 @@ MERGE_PATCH = ("application/merge-patch+json", "application/json")
 
 def hub_problem(exc: HubError | AuthError) -> Problem:
     table = AUTH_STATUS if isinstance(exc, AuthError) else HUB_STATUS
-    retry = {"Retry-After": "1"} if exc.code == "unavailable" else None  # as the chain does
-    return Problem(table.get(exc.code, 422), exc.code, str(exc), retry)
+    headers = middleware.UNAVAILABLE_HEADERS if exc.code == "unavailable" else None
+    return Problem(table.get(exc.code, 422), exc.code, str(exc), headers)
 
 
 def address(request: web.Request) -> str:
