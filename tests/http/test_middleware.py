@@ -391,12 +391,13 @@ async def test_the_whole_chain_in_order(serve: Factory, caplog: pytest.LogCaptur
 
 def test_install_order_is_the_documented_one() -> None:
     app = web.Application()
-    metrics = mw.install(app, csp="x", origins=(), max_body=1, rate=1, burst=1,
-                         rate_limited=lambda r: True, verify=str, auth_skip=lambda r: False,
-                         request_timeout=1, streaming=lambda r: False)  # fmt: skip
+    installed = mw.install(app, csp="x", origins=(), max_body=1, rate=1, burst=1,
+                           rate_limited=lambda r: True, verify=str, auth_skip=lambda r: False,
+                           request_timeout=1, streaming=lambda r: False)  # fmt: skip
     (chain,) = app.middlewares  # one aiohttp middleware, one prepare hook
-    assert isinstance(chain, mw.Chain) and len(app.on_response_prepare) == 1
-    assert chain.observers == (mw.access_log, metrics.record)
+    assert chain is installed.chain and len(app.on_response_prepare) == 1
+    assert chain.observers == (mw.access_log, installed.metrics.record)
+    assert names(installed.headers) == ["echo_request_id", "cors", "security_headers"]
     assert names(chain.guards) == ["cors", "body_limit", "bearer_auth", "rate_limit"]
     assert isinstance(chain.timeout, mw.Timeout)
     assert names(chain.filters) == ["conditional", "gzip_json"]
@@ -411,7 +412,8 @@ async def test_request_metrics_by_route_and_status(serve: Factory) -> None:
         ("/echo", "GET", "200"): 2, ("/refuse", "GET", "409"): 1, ("/boom", "GET", "500"): 1,
         ("unmatched", "GET", "404"): 1,
     }  # fmt: skip
-    (_, histogram) = list(metrics.collect())
+    (_, histogram, direct) = list(metrics.collect())
+    assert direct.samples[0].value == 0  # all served by aiohttp
     echo = [s for s in histogram.samples if s.labels.get("route") == "/echo"]
     assert [s.value for s in echo if s.name.endswith("_count")] == [2]
     assert [s.value for s in echo if s.labels.get("le") == "+Inf"] == [2]

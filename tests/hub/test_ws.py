@@ -444,6 +444,7 @@ async def test_https_wss_and_sse_over_tls_with_the_local_ca(
         async with session.get(base + "/") as resp:
             assert resp.status == 200
             assert resp.headers["Strict-Transport-Security"].startswith("max-age=")
+        assert hub.service.web.chain.metrics.direct == 1  # served over TLS without aiohttp
         tess = {"user": "tess", "password": "password-tess"}
         async with session.post(base + "/api/users", json=tess) as resp:
             token = (await resp.json())["token"]

@@ -50,7 +50,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import hdrs, web
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -58,6 +58,7 @@ from prometheus_client.registry import Collector
 
 from ..errors import Unavailable
 from ..proto.ratelimit import KeyedBuckets
+from .direct import DirectRequest, Request, SyncHandler
 from .problem import Handler, Problem, http_problem, problem
 
 access = logging.getLogger("wirekit.http.access")
@@ -69,16 +70,16 @@ CORS_HEADERS = "Authorization, Content-Type, If-None-Match, X-Api-Key, X-Request
 CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 UNAVAILABLE_HEADERS = {"Retry-After": "1"}  # on a 503 for an unreachable backend
 
-Guard = Callable[[web.Request], web.StreamResponse | None]
-Filter = Callable[[web.Request, web.StreamResponse], web.StreamResponse]
-Observer = Callable[[web.Request, int, float], None]
-HeaderHook = Callable[[web.Request, web.StreamResponse], None]
+Guard = Callable[[Request], web.StreamResponse | None]
+Filter = Callable[[Request, web.StreamResponse], web.StreamResponse]
+Observer = Callable[[Request, int, float], None]
+HeaderHook = Callable[[Request, web.StreamResponse], None]
 Prepare = Callable[[web.Request, web.StreamResponse], Awaitable[None]]
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 SESSION = web.RequestKey("session", Any)  # what bearer_auth's ``verify`` returned
 
 
-def _never(request: web.Request) -> bool:
+def _never(request: Request) -> bool:
     return False
 
 
@@ -102,19 +103,19 @@ class RequestIds:
 new_request_id = RequestIds()
 
 
-def request_id(request: web.Request) -> str:
+def request_id(request: Request) -> str:
     """The client's ``X-Request-Id`` if it is sane, else a new one."""
     given = request.headers.get(hdrs.X_REQUEST_ID)
     return given if given is not None and REQUEST_ID.fullmatch(given) else new_request_id()
 
 
-def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+def echo_request_id(request: Request, response: web.StreamResponse) -> None:
     if REQUEST_ID_KEY in request:
         response.headers[hdrs.X_REQUEST_ID] = request[REQUEST_ID_KEY]
 
 
 # -- observers ----------------------------------------------------------------------------------
-def access_log(request: web.Request, status: int, seconds: float) -> None:
+def access_log(request: Request, status: int, seconds: float) -> None:
     """One line per request on ``wirekit.http.access`` (nothing is built when INFO is off)."""
     if not access.isEnabledFor(logging.INFO):
         return
@@ -141,10 +142,15 @@ class RequestMetrics(Collector):
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, str, str]] = Counter()
         self.latency: dict[str, list[float]] = {}  # route -> per-bucket counts, +Inf, sum
+        self.direct = 0  # requests served without aiohttp (wirekit.http.direct)
 
-    def record(self, request: web.Request, status: int, seconds: float) -> None:
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
+    def record(self, request: Request, status: int, seconds: float) -> None:
+        if isinstance(request, DirectRequest):
+            route = request.route
+            self.direct += 1
+        else:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
         self.requests[route, request.method, str(status)] += 1
         counts = self.latency.get(route)
         if counts is None:
@@ -165,10 +171,12 @@ class RequestMetrics(Collector):
             bounds = [*(str(b) for b in LATENCY_BUCKETS), "+Inf"]
             latency.add_metric([route], list(zip(bounds, cumulative, strict=True)), counts[-1])
         yield latency
+        yield CounterMetricFamily("wirekit_http_direct_requests",
+                                  "HTTP requests served without aiohttp", self.direct)  # fmt: skip
 
 
 # -- recovery -----------------------------------------------------------------------------------
-def recovered(request: web.Request) -> web.Response:
+def recovered(request: Request) -> web.Response:
     """The answer to the unexpected exception being handled: its trace goes to the log with the
     request id; the client gets a 500 problem naming only the request id."""
     rid = request.get(REQUEST_ID_KEY)
@@ -187,7 +195,7 @@ def cors(allowed: tuple[str, ...]) -> tuple[Guard, HeaderHook]:
     """A guard answering preflights: 204 for ``allowed`` origins (``*``: any), else 403; and
     the header hook giving responses to allowed origins their CORS headers."""
 
-    def preflight(request: web.Request) -> web.StreamResponse | None:
+    def preflight(request: Request) -> web.StreamResponse | None:
         if request.method != "OPTIONS":
             return None
         origin = request.headers.get(hdrs.ORIGIN)
@@ -201,7 +209,7 @@ def cors(allowed: tuple[str, ...]) -> tuple[Guard, HeaderHook]:
             "Access-Control-Max-Age": "600",
         })  # fmt: skip
 
-    def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    def add_headers(request: Request, response: web.StreamResponse) -> None:
         origin = request.headers.get(hdrs.ORIGIN)
         if origin is not None and origin_allowed(origin, allowed):
             response.headers["Access-Control-Allow-Origin"] = origin
@@ -211,12 +219,12 @@ def cors(allowed: tuple[str, ...]) -> tuple[Guard, HeaderHook]:
     return preflight, add_headers
 
 
-def body_limit(max_bytes: int, exempt: Callable[[web.Request], bool] = _never) -> Guard:
+def body_limit(max_bytes: int, exempt: Callable[[Request], bool] = _never) -> Guard:
     """Refuses a declared ``Content-Length`` over ``max_bytes``; aiohttp's ``client_max_size``
     (set to the same value) stops a chunked body that grows past it while being read.
     Requests ``exempt`` names stream their body and enforce a limit of their own (uploads)."""
 
-    def guard(request: web.Request) -> None:
+    def guard(request: Request) -> None:
         length = request.content_length
         if length is not None and length > max_bytes and not exempt(request):
             raise Problem(413, "too-large", f"request bodies are at most {max_bytes} bytes")
@@ -231,12 +239,12 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def bearer_auth(verify: Callable[[str], Any], skip: Callable[[web.Request], bool]) -> Guard:
+def bearer_auth(verify: Callable[[str], Any], skip: Callable[[Request], bool]) -> Guard:
     """A ``Bearer`` token, when present, must be valid (else 401); what ``verify`` returns is
     ``request[SESSION]``. Handlers that need one raise 401 when it is missing. ``verify``
     raises an exception with ``code`` for a bad token."""
 
-    def guard(request: web.Request) -> None:
+    def guard(request: Request) -> None:
         if hdrs.AUTHORIZATION in request.headers and not skip(request):
             token = bearer_token(request.headers)
             if token is None:
@@ -252,7 +260,7 @@ def bearer_auth(verify: Callable[[str], Any], skip: Callable[[web.Request], bool
 
 
 def rate_limit(
-    rate: float, burst: int, applies: Callable[[web.Request], bool], clock: Callable[[], float]
+    rate: float, burst: int, applies: Callable[[Request], bool], clock: Callable[[], float]
 ) -> Guard:
     """``rate`` requests per second (burst ``burst``) per client address, and the same per
     logged-in user (after :func:`bearer_auth` has set the session)."""
@@ -264,7 +272,7 @@ def rate_limit(
         return Problem(429, "rate-limited", f"too many requests; retry in {wait} s",
                        {"Retry-After": str(wait)})  # fmt: skip
 
-    def guard(request: web.Request) -> None:
+    def guard(request: Request) -> None:
         if applies(request):
             now = clock()
             address = str(request.remote)
@@ -337,7 +345,7 @@ def etag_matches(tag: str, if_none_match: str) -> bool:
     return tag.removeprefix("W/") in candidates
 
 
-def conditional(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+def conditional(request: Request, response: web.StreamResponse) -> web.StreamResponse:
     """``ETag`` on successful JSON GET/HEAD responses (a hash of the body, unless the handler
     gave one); ``If-None-Match`` with a matching tag gets ``304 Not Modified`` and no body."""
     if (
@@ -362,7 +370,7 @@ def gzip_json(min_size: int = GZIP_MIN) -> Filter:
     """Gzip JSON bodies of ``min_size`` bytes or more for clients that accept it; the ``ETag``
     of what it compresses is made weak (same content, other bytes)."""
 
-    def gzip(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    def gzip(request: Request, response: web.StreamResponse) -> web.StreamResponse:
         if (
             isinstance(response, web.Response)
             and isinstance(response.body, (bytes, bytearray))
@@ -390,7 +398,7 @@ def security_headers(csp: str) -> HeaderHook:
         (hdrs.CONTENT_SECURITY_POLICY, csp),
     )
 
-    def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    def add_headers(request: Request, response: web.StreamResponse) -> None:
         headers = response.headers
         for name, value in fixed:
             headers.setdefault(name, value)
@@ -442,18 +450,13 @@ class Chain:
                     response = await (
                         handler(request) if timeout is None else timeout.run(handler, request)
                     )
-                    for apply in self.filters:
-                        response = apply(request, response)
-            except Problem as exc:
-                response = exc.response()
-            except Unavailable as exc:
-                response = problem(503, "unavailable", str(exc), UNAVAILABLE_HEADERS)
+                    response = self._filter(request, response)
             except web.HTTPException as exc:
                 if exc.status < 400:
                     raise  # a redirect: aiohttp answers it
                 response = http_problem(exc)
-            except Exception:
-                response = recovered(request)
+            except Exception as exc:
+                response = self._failed(request, exc)
             status = response.status
             return response
         except web.HTTPException as exc:
@@ -464,13 +467,56 @@ class Chain:
             for observe in self.observers:
                 observe(request, status, seconds)
 
-    def _guard(self, request: web.Request) -> web.StreamResponse | None:
+    def respond(self, request: DirectRequest, handler: SyncHandler) -> web.StreamResponse:
+        """The chain around a synchronous ``handler``, for a request served without aiohttp
+        (:mod:`wirekit.http.direct`): the same pieces in the same order; no timeout, as
+        nothing can interrupt a handler that does not await."""
+        started = time.perf_counter()
+        request[REQUEST_ID_KEY] = request_id(request)
+        try:
+            response = self._guard(request)
+            if response is None:
+                response = self._filter(request, handler(request))
+        except web.HTTPException as exc:
+            response = http_problem(exc) if exc.status >= 400 else self._failed(request, exc)
+        except Exception as exc:
+            response = self._failed(request, exc)
+        seconds = time.perf_counter() - started
+        for observe in self.observers:
+            observe(request, response.status, seconds)
+        return response
+
+    @staticmethod
+    def _failed(request: Request, exc: Exception) -> web.Response:
+        """The answer to ``exc``, raised by a guard, the handler or a filter (while it is
+        being handled: :func:`recovered` logs its trace)."""
+        if isinstance(exc, Problem):
+            return exc.response()
+        if isinstance(exc, Unavailable):
+            return problem(503, "unavailable", str(exc), UNAVAILABLE_HEADERS)
+        return recovered(request)
+
+    def _filter(self, request: Request, response: web.StreamResponse) -> web.StreamResponse:
+        for apply in self.filters:
+            response = apply(request, response)
+        return response
+
+    def _guard(self, request: Request) -> web.StreamResponse | None:
         """The first guard's answer, if one answers."""
         for guard in self.guards:
             answer = guard(request)
             if answer is not None:
                 return answer
         return None
+
+
+class Installed(NamedTuple):
+    """What :func:`install` put in place: a front serving requests without aiohttp runs
+    ``chain.respond``, then the ``headers`` hooks on the response."""
+
+    chain: Chain
+    headers: tuple[HeaderHook, ...]
+    metrics: RequestMetrics
 
 
 def install(
@@ -481,25 +527,25 @@ def install(
     max_body: int,
     rate: float,
     burst: int,
-    rate_limited: Callable[[web.Request], bool],
+    rate_limited: Callable[[Request], bool],
     verify: Callable[[str], Any],
-    auth_skip: Callable[[web.Request], bool],
+    auth_skip: Callable[[Request], bool],
     request_timeout: float,
     streaming: Callable[[web.Request], bool],
     clock: Callable[[], float] = time.monotonic,
-    body_exempt: Callable[[web.Request], bool] = _never,
-) -> RequestMetrics:
-    """The whole chain, in the documented order; returns its metrics collector."""
+    body_exempt: Callable[[Request], bool] = _never,
+) -> Installed:
+    """The whole chain, in the documented order."""
     preflight, cors_headers = cors(origins)
     metrics = RequestMetrics()
-    app.middlewares.append(Chain(
+    chain = Chain(
         observers=(access_log, metrics.record),
         guards=(preflight, body_limit(max_body, body_exempt), bearer_auth(verify, auth_skip),
                 rate_limit(rate, burst, rate_limited, clock)),
         timeout=Timeout(request_timeout, streaming),
         filters=(conditional, gzip_json()),
-    ))  # fmt: skip
-    app.on_response_prepare.append(
-        response_headers(echo_request_id, cors_headers, security_headers(csp))
-    )
-    return metrics
+    )  # fmt: skip
+    headers = (echo_request_id, cors_headers, security_headers(csp))
+    app.middlewares.append(chain)
+    app.on_response_prepare.append(response_headers(*headers))
+    return Installed(chain, headers, metrics)

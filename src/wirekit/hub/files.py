@@ -47,6 +47,7 @@ from aiohttp.multipart import (
     parse_content_disposition,
 )
 
+from ..http.direct import Request
 from ..http.problem import Problem, json_body, json_response, problem
 from ..io.server import ConnectionTransport
 from ..limits import KiB
@@ -260,7 +261,7 @@ class FileApi:
         router.add_delete("/api/files/{id}", self._delete)
         router.add_post("/api/files/{id}/share", self._share)
 
-    def streams_body(self, request: web.Request) -> bool:
+    def streams_body(self, request: Request) -> bool:
         """Requests whose body this API limits itself (``file_max_size``), exempt from the
         middleware's ``api_max_body``."""
         return request.method == "POST" and request.path == "/api/files"

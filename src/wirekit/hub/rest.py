@@ -19,6 +19,7 @@ import orjson
 from aiohttp import hdrs, web
 
 from ..http import middleware
+from ..http.direct import DirectRoutes, Request, asynchronous
 from ..http.problem import Problem, json_body, json_response
 from .accounts import USERNAME, AuthError, Grant, Session
 from .engine import API_SENDER, Log, check_topic, message_text, room_named
@@ -52,7 +53,7 @@ def hub_problem(exc: HubError | AuthError) -> Problem:
     return Problem(table.get(exc.code, 422), exc.code, str(exc), headers)
 
 
-def address(request: web.Request) -> str:
+def address(request: Request) -> str:
     return str(request.remote or "?")
 
 
@@ -60,7 +61,7 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
     text = request.query.get(name)
     if text is None:
         return default
@@ -114,7 +115,7 @@ class RestApi:
         self,
         service: HubService,
         api_key: str,
-        session: Callable[[web.Request], Session],
+        session: Callable[[Request], Session],
         spec: dict[str, Any],
     ) -> None:
         self.service = service
@@ -125,32 +126,36 @@ class RestApi:
         self._spec = orjson.dumps(spec)
         self._user_bodies: dict[str, UserBody] = {}  # by name
 
-    def add_routes(self, router: web.UrlDispatcher) -> None:
-        add = router.add_route
+    def add_routes(self, router: web.UrlDispatcher, direct: DirectRoutes) -> None:
+        """The routes, on aiohttp's ``router``; the GETs, which never wait, on ``direct`` too."""
+        for path, get in (
+            ("/api/openapi.json", self._openapi),
+            ("/api/users", self._users),
+            ("/api/users/{id}", self._user),
+            ("/api/rooms", self._rooms),
+            ("/api/rooms/{room}", self._get_room),
+            ("/api/rooms/{room}/members", self._members),
+            ("/api/rooms/{room}/messages", self._messages),
+        ):
+            router.add_route("GET", path, asynchronous(get))
+            direct.add(path, get)
         for method, path, handler in (
-            ("GET", "/api/openapi.json", self._openapi),
             ("POST", "/api/users", self._register),
-            ("GET", "/api/users", self._users),
-            ("GET", "/api/users/{id}", self._user),
             ("PATCH", "/api/users/{id}", self._patch_user),
             ("DELETE", "/api/users/{id}", self._delete_user),
             ("POST", "/api/login", self._login),
             ("POST", "/api/refresh", self._refresh),
             ("POST", "/api/logout", self._logout),
-            ("GET", "/api/rooms", self._rooms),
             ("POST", "/api/rooms", self._create_room),
-            ("GET", "/api/rooms/{room}", self._get_room),
-            ("GET", "/api/rooms/{room}/members", self._members),
             ("PUT", "/api/rooms/{room}/members/{user}", self._join),
             ("DELETE", "/api/rooms/{room}/members/{user}", self._leave),
-            ("GET", "/api/rooms/{room}/messages", self._messages),
             ("POST", "/api/rooms/{room}/messages", self._post_message),
             ("POST", "/api/publish", self._publish),
             ("POST", "/api/kick", self._kick),
         ):
-            add(method, path, handler)
+            router.add_route(method, path, handler)
 
-    async def _openapi(self, request: web.Request) -> web.Response:
+    def _openapi(self, request: Request) -> web.Response:
         return web.Response(body=self._spec, content_type="application/json")
 
     # -- accounts and sessions ----------------------------------------------------------------
@@ -199,20 +204,20 @@ class RestApi:
     def _admins(self) -> frozenset[str]:
         return self.service.config.admins
 
-    def _record(self, request: web.Request) -> UserRecord:
+    def _record(self, request: Request) -> UserRecord:
         name = request.match_info["id"].lower()
         record = self.service.store.user(name) if USERNAME.fullmatch(name) else None
         if record is None:
             raise Problem(404, "no-such-user", f"no user {name}")
         return record
 
-    def _self_or_admin(self, request: web.Request, user: str) -> Session:
+    def _self_or_admin(self, request: Request, user: str) -> Session:
         session = self.session(request)
         if session.user != user and session.user not in self._admins:
             raise Problem(403, "forbidden", f"only {user} or an administrator may do this")
         return session
 
-    async def _users(self, request: web.Request) -> web.Response:
+    def _users(self, request: Request) -> web.Response:
         self.session(request)
         limit = query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
         prefix = request.query.get("prefix", "").lower()
@@ -230,7 +235,7 @@ class RestApi:
             response.headers["Link"] = f'</api/users?{query}>; rel="next"'
         return response
 
-    async def _user(self, request: web.Request) -> web.Response:
+    def _user(self, request: Request) -> web.Response:
         self.session(request)
         made = self._user_body(self._record(request))
         response = web.Response(body=made.body, content_type="application/json", charset="utf-8")
@@ -268,7 +273,7 @@ class RestApi:
         return web.Response(status=204)
 
     # -- rooms --------------------------------------------------------------------------------
-    def _room(self, request: web.Request) -> Log:
+    def _room(self, request: Request) -> Log:
         """The room ``{room}`` of a path (``general`` or ``%23general``), else 404."""
         given = request.match_info["room"]
         try:
@@ -285,7 +290,7 @@ class RestApi:
                 "online": sum(1 for m in members if self.hub.is_online(m)),
                 "head": log.head, "epoch": log.epoch}  # fmt: skip
 
-    async def _rooms(self, request: web.Request) -> web.Response:
+    def _rooms(self, request: Request) -> web.Response:
         self.session(request)
         return json_response({"items": self.hub.rooms()})
 
@@ -302,15 +307,15 @@ class RestApi:
         response.headers["Location"] = f"/api/rooms/{quote(name[1:])}"
         return response
 
-    async def _get_room(self, request: web.Request) -> web.Response:
+    def _get_room(self, request: Request) -> web.Response:
         self.session(request)
         return json_response(self._room_json(self._room(request)))
 
-    async def _members(self, request: web.Request) -> web.Response:
+    def _members(self, request: Request) -> web.Response:
         self.session(request)
         return json_response({"items": self.hub.who(self._room(request).name)})
 
-    def _membership(self, request: web.Request) -> tuple[str, str]:
+    def _membership(self, request: Request) -> tuple[str, str]:
         """``(room, user)`` of a ``/members/{user}`` path, both existing, caller allowed."""
         name = self._room(request).name
         user = request.match_info["user"].lower()
@@ -334,7 +339,7 @@ class RestApi:
             raise Problem(404, exc.code, f"{user} is not in {name}") from None
         return web.Response(status=204)
 
-    async def _messages(self, request: web.Request) -> web.Response:
+    def _messages(self, request: Request) -> web.Response:
         session = self.session(request)
         name = self._room(request).name
         most = self.hub.limits.history_max
@@ -378,7 +383,7 @@ class RestApi:
         return await stored
 
     # -- backend services (API key) -----------------------------------------------------------
-    def _require_api_key(self, request: web.Request) -> None:
+    def _require_api_key(self, request: Request) -> None:
         given = request.headers.get("X-Api-Key") or middleware.bearer_token(request.headers) or ""
         if not hmac.compare_digest(given.encode(), self.api_key.encode()):
             raise Problem(401, "bad-api-key", "send the API key as X-Api-Key")

@@ -188,7 +188,7 @@ class HubService:
             if cfg.metrics is not None:
                 collectors: list[Collector] = [HubCollector(self)]
                 if self.web is not None:
-                    collectors.append(self.web.request_metrics)
+                    collectors.append(self.web.chain.metrics)
                 self.metrics = MetricsServer(
                     lambda conns: [("0", s) for s in self.snapshots(conns)], *collectors
                 )

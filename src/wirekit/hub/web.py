@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -24,10 +25,11 @@ from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestHandler
 
 from ..http import middleware
+from ..http.direct import DirectRoutes, Request, asynchronous, encode_response, parse_request
 from ..http.problem import Problem, json_response, problem, problem_body
 from ..io.server import Connection, ConnectionTransport, Handler, TcpServer
 from ..proto import ws
@@ -44,6 +46,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wirekit.hub.web")
 
+TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+REQUEST_HEAD = re.compile(
+    TOKEN + rb" [\x21-\x7e\x80-\xff]+ HTTP/1\.[0-9](?:\r\n" + TOKEN + rb":[\t\x20-\x7e\x80-\xff]*)*"
+)
 MAX_HEAD = 16 * 1024  # bytes of the first request's head, read before it is routed
 PAGE_FILES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}
 CSP = (
@@ -56,7 +62,13 @@ CSP = (
 class Head:
     method: str
     target: str
-    headers: dict[str, str]  # lowercased names; repeated headers joined with ", "
+    version: str
+    fields: list[tuple[str, str]]  # (name, value) as sent, values stripped
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Lowercased names; a repeated field's values joined with ``, ``."""
+        return join_headers(self.fields)
 
     @property
     def path(self) -> str:
@@ -67,18 +79,18 @@ class Head:
 
 
 def parse_head(raw: bytes) -> Head | None:
-    """The request line and headers (without the blank line); ``None`` if malformed."""
-    try:
-        lines = raw.decode("latin-1").split("\r\n")
-        method, target, version = lines[0].split(" ")
-    except ValueError:
+    """The request line and headers (without the blank line); ``None`` if malformed (RFC 9112:
+    a token method, a target of visible characters, ``HTTP/1.x``, ``token:value`` fields
+    whose values have no control characters but tab)."""
+    if not REQUEST_HEAD.fullmatch(raw):
         return None
-    if not version.startswith("HTTP/1."):
-        return None
-    fields = [line.partition(":") for line in lines[1:]]
-    if any(not sep or not name or name != name.strip() for name, sep, _ in fields):
-        return None
-    return Head(method, target, join_headers((name, value) for name, _, value in fields))
+    lines = raw.decode("latin-1").split("\r\n")
+    method, target, version = lines[0].split(" ")
+    fields = []
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        fields.append((name, value.strip()))
+    return Head(method, target, version, fields)
 
 
 def join_headers(fields: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -120,8 +132,9 @@ def raw_problem(refusal: Refusal) -> bytes:
 
 
 class HeadReader(Handler):
-    """Buffers a connection's first request head (at most ``MAX_HEAD`` bytes, else 431) and
-    passes it on to :meth:`head_received` with everything read so far."""
+    """Buffers request heads (at most ``MAX_HEAD`` bytes each, else 431) and passes each on to
+    :meth:`head_received` with everything read from its start, for as long as that says the
+    connection goes on with another request head."""
 
     __slots__ = ("_buf",)
 
@@ -130,18 +143,23 @@ class HeadReader(Handler):
         self._buf = b""
 
     def frame_received(self, frame: bytes) -> None:
-        buf = self._buf = self._buf + frame
-        end = buf.find(b"\r\n\r\n")
-        if end >= 0:
-            self.head_received(parse_head(buf[:end]), buf, end + 4)
-        elif len(buf) > MAX_HEAD:
+        buf = self._buf + frame if self._buf else frame
+        while (end := buf.find(b"\r\n\r\n", 0, MAX_HEAD + 4)) >= 0:
+            if not self.head_received(parse_head(buf[:end]), buf, end + 4):
+                self._buf = b""
+                return
+            buf = buf[end + 4 :]
+        self._buf = buf
+        if len(buf) >= MAX_HEAD + 4:
+            self._buf = b""
             self.refuse(
                 Refusal(431, "head-too-large", f"request head longer than {MAX_HEAD} bytes")
             )
 
     @abc.abstractmethod
-    def head_received(self, head: Head | None, data: bytes, body: int) -> None:
-        """``head`` (``None`` if malformed) of ``data``, whose body starts at ``body``."""
+    def head_received(self, head: Head | None, data: bytes, body: int) -> bool:
+        """``head`` (``None`` if malformed) of ``data``, whose body starts at ``body``: whether
+        ``data[body:]`` starts the connection's next request head."""
 
     def refuse(self, refusal: Refusal) -> None:
         """Answer with a problem+json, counted as an error, and close."""
@@ -151,19 +169,32 @@ class HeadReader(Handler):
 
 
 class HttpSniffer(HeadReader):
-    """Reads the first request's head and routes the connection (see the module doc)."""
+    """Reads request heads: serves those it can directly, and routes the connection at the
+    first it cannot (see the module doc)."""
 
-    __slots__ = ("front",)
+    __slots__ = ("_remote", "front")
 
     def __init__(self, conn: Connection, front: WebFront) -> None:
         super().__init__(conn)
         self.front = front
+        self._remote: str | None = None
 
-    def head_received(self, head: Head | None, data: bytes, body: int) -> None:
-        if head is not None and head.path == "/ws":
+    def head_received(self, head: Head | None, data: bytes, body: int) -> bool:
+        if head is None:
+            self._hand_to_aiohttp(data)  # it answers 400
+            return False
+        if self._remote is None:
+            transport = self.conn.transport
+            peer = transport.get_extra_info("peername") if transport is not None else None
+            self._remote = str(peer[0]) if isinstance(peer, tuple) else ""
+        served = self.front.serve_directly(self.conn, head, self._remote or None)
+        if served is not None:
+            return served
+        if head.path == "/ws":
             self._upgrade(head, data[body:])
         else:
             self._hand_to_aiohttp(data)
+        return False
 
     def _hand_to_aiohttp(self, data: bytes) -> None:
         transport = self.conn.transport
@@ -196,10 +227,10 @@ class HttpsRedirect(HeadReader):
         super().__init__(conn)
         self.https_port = https_port
 
-    def head_received(self, head: Head | None, data: bytes, body: int) -> None:
+    def head_received(self, head: Head | None, data: bytes, body: int) -> bool:
         if head is None or not head.target.startswith("/"):
             self.refuse(Refusal(400, "bad-request", "malformed request"))
-            return
+            return False
         host = urlsplit("//" + head.headers.get("host", "localhost")).hostname or "localhost"
         if ":" in host:
             host = f"[{host}]"
@@ -209,6 +240,7 @@ class HttpsRedirect(HeadReader):
             "Content-Length: 0\r\nConnection: close\r\n\r\n".encode()
         )
         self.conn.close("redirected")
+        return False
 
 
 class AiohttpBridge(Handler):
@@ -282,6 +314,7 @@ class WebFront:
             flusher=service.flusher,
         )
         self.redirect: TcpServer | None = None
+        self.direct = DirectRoutes()
         self.runner = web.AppRunner(
             self._app(), handle_signals=False, access_log=None, handler_cancellation=True
         )
@@ -390,7 +423,7 @@ class WebFront:
         limits = self.service.hub.limits
         app = web.Application(client_max_size=limits.api_max_body)
         files = FileApi(self.service, self._session)
-        self.request_metrics = middleware.install(
+        self.chain = middleware.install(
             app, csp=CSP, origins=self.allowed_origins, max_body=limits.api_max_body,
             rate=limits.api_rate, burst=limits.api_burst,
             rate_limited=lambda r: r.path.startswith("/api/"),
@@ -402,16 +435,42 @@ class WebFront:
         )  # fmt: skip
         page = resources.files("wirekit.hub") / "static"
         self._page = {name: page.joinpath(name).read_bytes() for name in PAGE_FILES}
-        app.router.add_get("/", self._index)
-        app.router.add_get("/static/{name}", self._static)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
+        for path, handler in (
+            ("/", self._index),
+            ("/static/{name}", self._static),
+            ("/healthz", self._healthz),
+            ("/readyz", self._readyz),
+        ):
+            app.router.add_get(path, asynchronous(handler))
+            self.direct.add(path, handler)
         app.router.add_get("/ws", self._late_upgrade)
         app.router.add_get("/sse", self._sse)
         api = spec(*files.openapi())
-        RestApi(self.service, self.api_key, self._session, api).add_routes(app.router)
+        RestApi(self.service, self.api_key, self._session, api).add_routes(app.router, self.direct)
         files.add_routes(app.router)
         return app
+
+    def serve_directly(self, conn: Connection, head: Head, remote: str | None) -> bool | None:
+        """Answer ``head``'s request without aiohttp if it is a plain GET of a direct route
+        (:mod:`wirekit.http.direct`), through the same chain: whether the connection goes on
+        (``Connection: close`` ends it); ``None`` if it is not one."""
+        secure = self.server.ssl is not None
+        request = parse_request(head.method, head.target, head.version, head.fields, remote,
+                                secure)  # fmt: skip
+        if request is None:
+            return None
+        handler = self.direct.resolve(request)
+        if handler is None:
+            return None
+        chain = self.chain
+        response = chain.chain.respond(request, handler)
+        for hook in chain.headers:
+            hook(request, response)
+        keep_alive = "close" not in request.headers.get(hdrs.CONNECTION, "").lower()
+        conn.send(encode_response(response, keep_alive))
+        if not keep_alive:
+            conn.close("connection-close")
+        return keep_alive
 
     def _file(self, name: str) -> web.Response:
         return web.Response(
@@ -421,21 +480,21 @@ class WebFront:
             headers={"Cache-Control": "no-cache"},
         )
 
-    async def _index(self, request: web.Request) -> web.Response:
+    def _index(self, request: Request) -> web.Response:
         return self._file("index.html")
 
-    async def _static(self, request: web.Request) -> web.Response:
+    def _static(self, request: Request) -> web.Response:
         name = request.match_info["name"]
         if name not in PAGE_FILES or name == "index.html":
             return problem(404, "not-found", f"no file {name}")
         return self._file(name)
 
-    async def _healthz(self, request: web.Request) -> web.Response:
+    def _healthz(self, request: Request) -> web.Response:
         """Liveness (200 while the process serves), with readiness in the body."""
         reason = self.service.not_ready
         return json_response({"status": "ok", "ready": not reason, "reason": reason or None})
 
-    async def _readyz(self, request: web.Request) -> web.Response:
+    def _readyz(self, request: Request) -> web.Response:
         """Readiness: 503 while the node cannot serve (its Redis is unreachable)."""
         reason = self.service.not_ready
         if reason:
@@ -446,7 +505,8 @@ class WebFront:
         """An upgrade on a connection aiohttp already serves (a client's keep-alive pool): the
         connection leaves aiohttp for a :class:`WsSession`, and this request's task waits,
         holding aiohttp off, until the connection closes (aiohttp then cancels it)."""
-        head = Head(request.method, request.path_qs, join_headers(request.headers.items()))
+        version = f"HTTP/{request.version.major}.{request.version.minor}"
+        head = Head(request.method, request.path_qs, version, list(request.headers.items()))
         outcome = self.check_upgrade(head)
         if isinstance(outcome, Refusal):
             self.errors[outcome.code] += 1
@@ -518,7 +578,7 @@ class WebFront:
             if sub.behind_since is not None:
                 sub.catch_up()
 
-    def _session(self, request: web.Request, token: str | None = None) -> Session:
+    def _session(self, request: Request, token: str | None = None) -> Session:
         """The caller's session: from the auth middleware, or from ``token``."""
         if token is None:
             session: Session | None = request.get(middleware.SESSION)
