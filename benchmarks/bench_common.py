@@ -217,6 +217,19 @@ def start_wirekit(
     return proc, ports, log
 
 
+def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """redis-server on a free loopback port, nothing persisted, in a fresh directory."""
+    port = free_port()
+    d = Path(tempfile.mkdtemp(dir=tmp, prefix="redis-"))
+    log = d / "redis.log"
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(d),
+           "--save", "", "--appendonly", "no", "--protected-mode", "no",
+           "--loglevel", "warning"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    wait_port(port, proc, log)
+    return proc, port, log
+
+
 # -- hub_load.c runs -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Phases:

@@ -52,15 +52,14 @@ from bench_common import (
     Phases,
     build_c,
     chat_token,
-    free_port,
     free_port_range,
     machine,
     package_version,
     raise_nofile,
     run_fanout,
+    start_redis,
     start_wirekit,
     stop,
-    wait_port,
     write_result,
 )
 
@@ -78,19 +77,6 @@ CFS_PERIOD_US = 10_000  # short, so that a throttled node waits at most this lon
 
 
 # -- processes ------------------------------------------------------------------------------
-def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
-    """redis-server on a free loopback port, nothing persisted, in a fresh directory."""
-    port = free_port()
-    d = Path(tempfile.mkdtemp(dir=tmp, prefix="redis-"))
-    log = d / "redis.log"
-    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(d),
-           "--save", "", "--appendonly", "no", "--protected-mode", "no",
-           "--loglevel", "warning"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    wait_port(port, proc, log)
-    return proc, port, log
-
-
 def cap_cores(pid: int, cores: float, stack: contextlib.ExitStack) -> None:
     """Put process ``pid`` in a cgroup of its own limited to ``cores`` CPUs (removed by
     ``stack`` once the process has stopped)."""

@@ -3,10 +3,17 @@
 
 Servers, all started once and measured in turns (a busy spell on the machine hits all alike):
 
-* ``wirekit``: ``wirekit serve`` (one process: the embedded hub engine has no ``--workers``),
-  with ``--api-rate`` and ``--login-rate`` raised far past the load so that the limiter counts
-  every request but never refuses one (the settings are in the results). One user is
-  registered over HTTP; its token is the ``Authorization: Bearer`` of every GET.
+* ``wirekit``: ``wirekit serve`` (one process, the embedded engine), with ``--api-rate`` and
+  ``--login-rate`` raised far past the load so that the limiter counts every request but never
+  refuses one (the settings are in the results). One user is registered over HTTP; its token
+  is the ``Authorization: Bearer`` of every GET. Its HTTP front answers a plain GET itself
+  (wirekit.http.direct), through the whole chain.
+* ``wirekit-aiohttp`` (GET only): the same process, asked for ``/api/users/%62ench``: the
+  escape makes the front hand the request to aiohttp, which runs the same chain and handler.
+  What the direct path saves is the difference between the two rows.
+* ``wirekit-2w``: ``wirekit serve --workers 2 --engine redis://...`` (the embedded engine is
+  one process) on a redis-server the benchmark starts, whose CPU counts as the server's; it
+  compares with ``bare-2w``.
 * ``bare``: benchmarks/rest_ref.py, a plain aiohttp app on uvloop with no middleware, one
   process. GET answers the bytes wirekit answered (fetched once) from a dict in memory, with
   no authentication; login does an argon2id verify (argon2-cffi defaults, as wirekit) in a
@@ -32,7 +39,7 @@ overhead measured is that of the chain *and* the handler's work (``--with-chain`
 chain's part). Login is bound by argon2 (CPU) on both sides. Results go to
 benchmarks/results/rest.json.
 
-About 3.5 minutes on 2 cores.
+About 5 minutes on 2 cores.
 
 usage: python benchmarks/rest.py [--seconds 10] [--runs 3] [--connections 50]
                                  [--endpoints get,login] [--with-chain] [--profile FILE.svg]
@@ -64,6 +71,7 @@ from bench_common import (
     machine_busy_seconds,
     package_version,
     raise_nofile,
+    start_redis,
     start_wirekit,
     stop,
     wait_port,
@@ -77,10 +85,15 @@ TARGET_GET_OVERHEAD = 0.15
 API_RATE = 1e9  # requests/s per address and per user (burst 2e9): never reached
 LOGIN_RATE = 10**9  # attempts/min per account (4e9 per address): never reached
 USER, PASSWORD = "bench", "benchpass1"
-SERVERS = ("wirekit", "bare", "bare-2w")
+SERVERS = ("wirekit", "wirekit-aiohttp", "wirekit-2w", "bare", "bare-2w")
+GET_ONLY = {"wirekit-aiohttp"}  # a POST always goes through aiohttp
 NOTES = (
-    "wirekit: 1 process (no --workers), whole middleware chain; GET also checks the bearer "
-    "token and looks the user up (one token, one user: both cached after the first request)",
+    "wirekit: 1 process, whole middleware chain; GET also checks the bearer token and looks "
+    "the user up (one token, one user: both cached after the first request); a plain GET is "
+    "read and answered by wirekit's HTTP front, not aiohttp",
+    "wirekit-aiohttp: the same process and chain, the GET's path escaped so that aiohttp serves it",
+    "wirekit-2w: --workers 2 on the Redis engine (redis-server's CPU included); compare "
+    "with bare-2w",
     "bare: aiohttp + uvloop, no middleware, NO AUTH on GET (the Authorization header is "
     "ignored), the same JSON bytes from memory; login = argon2id verify in a thread + 2 HS256 "
     "JWTs, as wirekit",
@@ -101,6 +114,7 @@ ENDPOINTS = {
     "login": Endpoint("login", "POST /api/login", "POST", "/api/login"),
 }
 LOGIN_BODY = json.dumps({"user": USER, "password": PASSWORD})
+AIOHTTP_GET_PATH = f"/api/users/%{ord(USER[0]):02X}{USER[1:]}"  # an escape: served by aiohttp
 
 
 # -- servers --------------------------------------------------------------------------------
@@ -109,17 +123,30 @@ class Server:
     name: str
     procs: list[subprocess.Popen[bytes]]
     port: int
+    token: str = ""  # the benchmark user's (wirekit servers)
+    get_path: str = ENDPOINTS["get"].path
 
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
 
     def cpu(self) -> float:
-        return sum(cpu_seconds(pid) for pid in self.pids)
+        """CPU seconds of the processes and their children (``--workers``)."""
+        return sum(cpu_seconds(p) for pid in self.pids for p in (pid, *children(pid)))
 
     def stop(self) -> None:
         for proc in self.procs:
             stop(proc)
+
+
+def children(pid: int) -> list[int]:
+    """The descendants of process ``pid``."""
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        kids = [int(k) for t in tasks for k in (t / "children").read_text().split()]
+    except OSError:  # it has exited
+        return []
+    return [k for kid in kids for k in (kid, *children(kid))]
 
 
 def http(port: int, method: str, path: str, body: str | None = None, token: str = "") -> bytes:
@@ -136,19 +163,34 @@ def http(port: int, method: str, path: str, body: str | None = None, token: str 
         return bytes(response.read())
 
 
-def start_wirekit_rest(tmp: Path) -> tuple[Server, str, bytes]:
-    """``wirekit serve``, the benchmark user registered: server, its token, its GET body."""
+def start_wirekit_rest(tmp: Path, name: str, *flags: str) -> tuple[Server, bytes]:
+    """``wirekit serve``, the benchmark user registered: the server and its GET body."""
     proc, ports, _log = start_wirekit(
-        tmp, "--api-rate", f"{API_RATE:g}", "--login-rate", str(LOGIN_RATE)
+        tmp, "--api-rate", f"{API_RATE:g}", "--login-rate", str(LOGIN_RATE), *flags
     )
-    server = Server("wirekit", [proc], ports["http"])
+    server = Server(name, [proc], ports["http"])
     try:
-        grant = json.loads(http(server.port, "POST", "/api/users", LOGIN_BODY))
-        body = http(server.port, "GET", ENDPOINTS["get"].path, token=grant["token"])
+        server.token = json.loads(http(server.port, "POST", "/api/users", LOGIN_BODY))["token"]
+        body = http(server.port, "GET", server.get_path, token=server.token)
     except BaseException:
         server.stop()
         raise
-    return server, str(grant["token"]), body
+    return server, body
+
+
+def start_wirekit_workers(tmp: Path, workers: int) -> Server:
+    """``wirekit serve --workers N`` on a redis-server of its own (counted as the server's)."""
+    redis, redis_port, _log = start_redis(tmp)
+    try:
+        engine = f"redis://127.0.0.1:{redis_port}/0"
+        server, _body = start_wirekit_rest(
+            tmp, f"wirekit-{workers}w", "--engine", engine, "--workers", str(workers)
+        )
+    except BaseException:
+        stop(redis)
+        raise
+    server.procs.append(redis)
+    return server
 
 
 def wait_ready(proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
@@ -244,17 +286,17 @@ def run_wrk(
     endpoint: Endpoint,
     seconds: float,
     connections: int,
-    token: str,
     scripts: dict[str, Path],
 ) -> dict[str, Any]:
     """One wrk run against ``server``, with the CPU each side used (cores) meanwhile."""
     args = ["wrk", "-t", str(THREADS), "-c", str(connections), "-d", f"{seconds:g}s"]
     args += ["--latency", "--timeout", WRK_TIMEOUT]
     if endpoint.key == "get":
-        args += ["-H", f"Authorization: Bearer {token}"]
+        args += ["-H", f"Authorization: Bearer {server.token}"]
     else:
         args += ["-s", str(scripts["login"])]
-    args.append(f"http://127.0.0.1:{server.port}{endpoint.path}")
+    path = server.get_path if endpoint.key == "get" else endpoint.path
+    args.append(f"http://127.0.0.1:{server.port}{path}")
     t0, srv0, busy0 = time.monotonic(), server.cpu(), machine_busy_seconds()
     kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the servers are not reaped yet
     try:
@@ -296,9 +338,7 @@ def settle(server: Server, most: float = 30.0) -> float:
 
 
 # -- main -----------------------------------------------------------------------------------
-def profile_wirekit(
-    server: Server, seconds: float, connections: int, token: str, out: Path
-) -> None:
+def profile_wirekit(server: Server, seconds: float, connections: int, out: Path) -> None:
     """py-spy on ``wirekit serve`` during one more GET run (not counted)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
@@ -309,7 +349,7 @@ def profile_wirekit(
     recorder = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         time.sleep(0.5)
-        run_wrk(server, ENDPOINTS["get"], seconds, connections, token, {})
+        run_wrk(server, ENDPOINTS["get"], seconds, connections, {})
         recorder.wait(timeout=seconds + 60)
     finally:
         if recorder.poll() is None:
@@ -334,37 +374,44 @@ def main() -> None:
     started = time.monotonic()
     raise_nofile(opts.connections * 4 + 1000)
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {
-        e.key: {s: [] for s in names} for e in endpoints
+        e.key: {s: [] for s in names if e.key == "get" or s not in GET_ONLY} for e in endpoints
     }
     with tempfile.TemporaryDirectory(prefix="rest-bench-") as tmpname:
         tmp = Path(tmpname)
         scripts = write_scripts(tmp)
         servers: dict[str, Server] = {}
         try:
-            servers["wirekit"], token, body = start_wirekit_rest(tmp)
+            wirekit, body = start_wirekit_rest(tmp, "wirekit")
+            servers["wirekit"] = wirekit
+            # the same server; the escaped path goes through aiohttp (docs/commands.md)
+            servers["wirekit-aiohttp"] = Server("wirekit-aiohttp", wirekit.procs, wirekit.port,
+                                                wirekit.token, AIOHTTP_GET_PATH)  # fmt: skip
+            if http(wirekit.port, "GET", AIOHTTP_GET_PATH, token=wirekit.token) != body:
+                raise SystemExit("wirekit: GET body through aiohttp differs from the direct one")
+            servers["wirekit-2w"] = start_wirekit_workers(tmp, 2)
             spec = tmp / "spec.json"
             spec.write_text(json.dumps({"user": USER, "password": PASSWORD,
                                         "user_body": body.decode()}))  # fmt: skip
-            servers["bare"] = start_bare("bare", 1, spec, tmp)
-            servers["bare-2w"] = start_bare("bare-2w", 2, spec, tmp)
-            if opts.with_chain:
-                servers["bare+chain"] = start_bare("bare+chain", 1, spec, tmp, "--chain")
-            for name in names[1:]:
-                check_same(servers["wirekit"], servers[name], body)
+            bare = ["bare", "bare-2w", *(["bare+chain"] if opts.with_chain else [])]
+            for name in bare:
+                flags = ("--chain",) if name == "bare+chain" else ()
+                servers[name] = start_bare(name, 2 if name == "bare-2w" else 1, spec, tmp, *flags)
+                servers[name].token = wirekit.token  # the same request bytes
+                check_same(wirekit, servers[name], body)
             print(f"GET body ({len(body)} bytes): {body.decode()}", flush=True)
             for endpoint in endpoints:
-                for name in names:
-                    run_wrk(servers[name], endpoint, WARMUP, opts.connections, token, scripts)
+                for name in runs[endpoint.key]:
+                    run_wrk(servers[name], endpoint, WARMUP, opts.connections, scripts)
                     settle(servers[name])
                 for i in range(opts.runs):
-                    for name in names:  # interleaved
+                    for name in runs[endpoint.key]:  # interleaved
                         row = run_wrk(
-                            servers[name], endpoint, opts.seconds, opts.connections, token, scripts
+                            servers[name], endpoint, opts.seconds, opts.connections, scripts
                         )
                         row["settle_s"] = settle(servers[name])
                         runs[endpoint.key][name].append(row)
                         print(
-                            f"{endpoint.title:22} {name:10} run {i + 1}: "
+                            f"{endpoint.title:22} {name:15} run {i + 1}: "
                             f"{row['req_per_s']:>9,.1f} req/s  p99 {row['p99_ms']:8.2f} ms  "
                             f"server {row['server_cpu']:.2f} wrk {row['wrk_cpu']:.2f} "
                             f"other {row['other_cpu']:.2f} cores"
@@ -372,7 +419,7 @@ def main() -> None:
                             flush=True,
                         )
             if opts.profile is not None:
-                profile_wirekit(servers["wirekit"], opts.seconds, opts.connections, token,
+                profile_wirekit(servers["wirekit"], opts.seconds, opts.connections,
                                 opts.profile.resolve())  # fmt: skip
         finally:
             for server in servers.values():
@@ -426,13 +473,13 @@ def report(
                             "value": overhead, "pass": ok})  # fmt: skip
         print(f"\n{endpoint.title}")
         print(
-            f"{'server':10} {'req/s':>10} {'vs bare':>8} {'p50':>9} {'p99':>9} {'srv CPU':>7} "
+            f"{'server':15} {'req/s':>10} {'vs bare':>8} {'p50':>9} {'p99':>9} {'srv CPU':>7} "
             f"{'CPU/req':>9} {'wrk CPU':>7} {'other':>6} {'non-2xx':>7}"
         )
         for name, m in med.items():
             vs = m["req_per_s"] / bare if bare else 0.0
             print(
-                f"{name:10} {m['req_per_s']:>10,.1f} {vs:>7.2f}x {m['p50_ms']:>7.2f}ms "
+                f"{name:15} {m['req_per_s']:>10,.1f} {vs:>7.2f}x {m['p50_ms']:>7.2f}ms "
                 f"{m['p99_ms']:>7.2f}ms {m['server_cpu']:>7.2f} {us_per_req(m):>9} "
                 f"{m['wrk_cpu']:>7.2f} "
                 f"{m['other_cpu']:>6.2f} {m['non_2xx'] + m['socket_errors']:>7}"
@@ -441,6 +488,8 @@ def report(
             f"  wirekit / bare (1 process each): {ratio:.2f}x, overhead {overhead:.1%}"
             + (f" (target <= {TARGET_GET_OVERHEAD:.0%}): {verdict}" if verdict else "")
         )
+        two = med["wirekit-2w"]["req_per_s"] / med["bare-2w"]["req_per_s"]
+        print(f"  wirekit --workers 2 (Redis engine) / bare, 2 processes each: {two:.2f}x")
         if any(m["non_2xx"] or m["socket_errors"] for m in med.values()):
             print("  warning: some responses were not 2xx, or sockets failed: see the raw runs")
         tables[endpoint.key] = {
@@ -449,6 +498,10 @@ def report(
             "wirekit_vs_bare": ratio,
             "overhead": overhead,
             "bare_2w_vs_bare": med["bare-2w"]["req_per_s"] / bare if bare else None,
+            "wirekit_aiohttp_vs_bare": (
+                med["wirekit-aiohttp"]["req_per_s"] / bare if "wirekit-aiohttp" in med else None
+            ),
+            "wirekit_2w_vs_bare_2w": med["wirekit-2w"]["req_per_s"] / med["bare-2w"]["req_per_s"],
             "verdict": verdict or None,
         }
     busy = [
@@ -481,7 +534,11 @@ def report(
             "warmup_seconds": WARMUP,
             "wrk_timeout": WRK_TIMEOUT,
             "servers": {
-                "wirekit": "wirekit serve, 1 process (no --workers: embedded engine)",
+                "wirekit": "wirekit serve, 1 process, embedded engine; GET served directly",
+                "wirekit-aiohttp": "the same wirekit process, GET /api/users/%62ench: the "
+                "escape sends it through aiohttp and the same chain (GET only)",
+                "wirekit-2w": "wirekit serve --workers 2 --engine redis://... on a redis-server "
+                "of its own (its CPU counted with the server's)",
                 "bare": "benchmarks/rest_ref.py, aiohttp + uvloop, no middleware, no auth, "
                 "1 process",
                 "bare-2w": "benchmarks/rest_ref.py x 2 processes, SO_REUSEPORT",
