@@ -9,6 +9,8 @@ from typing import Any
 import httptools
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 
 from wirekit.errors import Unavailable
 from wirekit.http import middleware as mw
@@ -175,3 +177,19 @@ def test_the_chain_runs_around_a_synchronous_handler(caplog: Any) -> None:
     assert crashed.status == 500 and b"secret" not in crashed.body
     assert "secret internals" in caplog.text
     assert seen == [("/ok", 200), ("/teapot", 418), ("/p", 409), ("/u", 503), ("/c", 500)]
+
+
+@given(st.text(alphabet=st.characters(codec="latin-1"), max_size=60))
+def test_any_target_is_taken_whole_or_left_to_aiohttp(target: str) -> None:
+    routes = DirectRoutes()
+    routes.add("/api/rooms/{room}/messages", lambda request: json_response({}))
+    made = parse_request("GET", target, "HTTP/1.1", HOST, None, False)
+    if made is None:
+        return
+    assert target.isascii() and "%" not in target and "+" not in target
+    assert made.path + (f"?{made.query_string}" if "?" in target else "") == target
+    dict(made.query)  # parses
+    if routes.resolve(made) is not None:
+        (room,) = made.match_info.values()
+        assert "/" not in room and room not in (".", "..")
+        assert made.path == f"/api/rooms/{room}/messages"

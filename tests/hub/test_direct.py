@@ -11,10 +11,15 @@ from __future__ import annotations
 import asyncio
 import gzip
 import socket
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from wirekit.hub.web import Head, HeadReader, parse_head
+from wirekit.io.server import Connection
 
 from .conftest import HubFixture, Web
 
@@ -214,3 +219,47 @@ async def test_a_direct_handler_that_fails_gets_a_problem_not_a_trace(
     assert headers["content-type"] == "application/problem+json"
     assert "secret internals" in caplog.text  # in the log, with the trace
     assert (await fetch(web, "/healthz"))[0] == 200  # and the server goes on
+
+
+@given(st.binary(max_size=300))
+def test_parse_head_takes_any_bytes_without_raising(raw: bytes) -> None:
+    head = parse_head(raw)
+    if head is not None:
+        assert head.version.startswith("HTTP/1.") and " " not in head.target
+        assert all(name and ":" not in name for name, _ in head.fields)
+
+
+TOKENS = st.text(alphabet="!#$%&'*+.^_`|~abcXYZ019-", min_size=1, max_size=12)
+VALUES = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20)
+
+
+@given(
+    TOKENS,
+    st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1),
+    st.lists(st.tuples(TOKENS, VALUES), max_size=6),
+    st.lists(st.integers(min_value=1, max_value=40), max_size=8),
+)
+def test_well_formed_heads_parse_the_same_in_any_pieces(
+    method: str, target: str, fields: list[tuple[str, str]], cuts: list[int]
+) -> None:
+    lines = [f"{method} {target} HTTP/1.1", *(f"{n}:{v}" for n, v in fields)]
+    raw = "\r\n".join(lines).encode()
+    head = parse_head(raw)
+    assert head is not None
+    assert (head.method, head.target, head.version) == (method, target, "HTTP/1.1")
+    assert head.fields == [(n, v.strip()) for n, v in fields]
+    # two requests, fed to a HeadReader cut anywhere: the same two heads, in order
+    seen: list[Head | None] = []
+
+    class Reader(HeadReader):
+        def head_received(self, head: Head | None, data: bytes, body: int) -> bool:
+            seen.append(head)
+            return True
+
+    reader = Reader(cast(Connection, None))
+    stream, at = raw + b"\r\n\r\n" + raw + b"\r\n\r\n", 0
+    for cut in [*cuts, len(stream)]:
+        reader.frame_received(stream[at : at + cut])
+        at += cut
+    reader.frame_received(stream[at:])
+    assert seen == [head, head]
