@@ -6,6 +6,7 @@ import json
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -183,3 +184,20 @@ def test_discover_announce_and_listen_over_multicast(spawn: Spawn) -> None:
     assert [(e["change"], e["reason"]) for e in events] == [("up", "announce"), ("down", "bye")]
     assert events[0]["name"] == "api" and events[0]["port"] == 8080
     assert events[0]["host"] == "127.0.0.1"
+
+
+def test_a_light_command_does_not_import_the_heavy_ones() -> None:
+    """Commands load lazily: `wirekit addr` must not pay for aiohttp, the hub or the load tester."""
+    heavy = ["aiohttp", "prometheus_client", "wirekit.cli.serve", "wirekit.cli.load"]
+    code = (
+        "import sys\n"
+        "from wirekit.cli.main import main\n"
+        "try:\n"
+        "    main(['addr', '10.1.2.3/30', '--json'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        f"print([m for m in {heavy!r} if m in sys.modules])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[]"

@@ -2,17 +2,50 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 import click
 
 from .. import __version__
 from ..errors import WirekitError
 from ..log import setup_logging
-from . import addr, certs, chat, discover, echo, http, load, serve
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """A group that imports a subcommand's module only when that command is resolved.
+
+    Importing every command up front cost each run about half a second (aiohttp,
+    prometheus_client, the hub), even for commands that need none of it. Commands are given as
+    ``name -> "module:attribute"``; only listing them all (``wirekit --help``) imports them all.
+    """
+
+    def __init__(self, *args: Any, lazy_subcommands: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_subcommands = dict(lazy_subcommands)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_subcommands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy_subcommands:
+            return super().get_command(ctx, cmd_name)
+        module_name, attribute = self.lazy_subcommands[cmd_name].split(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        assert isinstance(command, click.Command), self.lazy_subcommands[cmd_name]
+        return command
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy_subcommands={
+        name: f"{__package__}.{name}:{name}"
+        for name in ("serve", "chat", "load", "echo", "discover", "addr", "certs", "http")
+    },
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="wirekit")
 @click.option(
     "--log-level",
@@ -34,16 +67,6 @@ def cli(log_level: str, log_format: str) -> None:
     Run `wirekit COMMAND --help` for a command's options and an example.
     """
     setup_logging(log_level, log_format)
-
-
-cli.add_command(serve.serve)
-cli.add_command(chat.chat)
-cli.add_command(load.load)
-cli.add_command(echo.echo)
-cli.add_command(discover.discover)
-cli.add_command(addr.addr)
-cli.add_command(certs.certs)
-cli.add_command(http.http)
 
 
 def main(argv: list[str] | None = None) -> None:
