@@ -46,6 +46,7 @@ def request(target: str = "/a", fields: list[tuple[str, str]] | None = None) -> 
         ("GET", "http://x/a", "HTTP/1.1", HOST),  # absolute form
         ("GET", "/é", "HTTP/1.1", HOST),
         ("GET", "/a", "HTTP/1.1", [*HOST, ("Content-Length", "3")]),
+        ("GET", "/a", "HTTP/1.1", [*HOST, ("Content-Length", "0"), ("Content-Length", "3")]),
         ("GET", "/a", "HTTP/1.1", [*HOST, ("Transfer-Encoding", "chunked")]),
         ("GET", "/a", "HTTP/1.1", [*HOST, ("Upgrade", "websocket")]),
         ("GET", "/a", "HTTP/1.1", [*HOST, ("Expect", "100-continue")]),

@@ -108,7 +108,7 @@ def parse_request(
     headers = CIMultiDictProxy(CIMultiDict(fields))
     if (
         hdrs.TRANSFER_ENCODING in headers
-        or headers.get(hdrs.CONTENT_LENGTH, "0") != "0"
+        or headers.getall(hdrs.CONTENT_LENGTH, ["0"]) != ["0"]  # one "0" or none
         or hdrs.UPGRADE in headers
         or hdrs.EXPECT in headers
     ):

@@ -1,12 +1,15 @@
 """The HTTP front of ``wirekit serve --http``: the page, WebSocket, SSE and the HTTP API.
 
-One :class:`TcpServer` owns every connection (limits, statistics, coalesced writes). The first
-request on a connection decides what it becomes:
+One :class:`TcpServer` owns every connection (limits, statistics, coalesced writes). The front
+reads each request head itself (:class:`HttpSniffer`) and:
 
+- a plain GET of a direct route (the page, health, the API's GETs) is answered here, through
+  the middleware chain, without aiohttp (:mod:`wirekit.http.direct`); the next head is read;
 - ``GET /ws`` with an upgrade: the handshake is answered here and the connection's handler
   becomes a :class:`~wirekit.hub.ws.WsSession` -- no aiohttp, no Task per connection;
 - anything else: the connection is handed to aiohttp (its ``RequestHandler`` protocol is fed
-  the bytes read so far and everything after), which serves the page, ``/sse`` and ``/api``.
+  the bytes from that request on and everything after), which serves the rest of ``/api``,
+  ``/sse`` and uploads, and keeps the connection.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 REQUEST_HEAD = re.compile(
     TOKEN + rb" [\x21-\x7e\x80-\xff]+ HTTP/1\.[0-9](?:\r\n" + TOKEN + rb":[\t\x20-\x7e\x80-\xff]*)*"
 )
-MAX_HEAD = 16 * 1024  # bytes of the first request's head, read before it is routed
+MAX_HEAD = 16 * 1024  # bytes of a request head the front reads itself
 PAGE_FILES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}
 CSP = (
     "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; "
