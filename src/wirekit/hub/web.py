@@ -180,17 +180,15 @@ class HttpSniffer(HeadReader):
     def __init__(self, conn: Connection, front: WebFront) -> None:
         super().__init__(conn)
         self.front = front
-        self._remote: str | None = None
+        transport = conn.transport  # set before a handler is made (after TLS's handshake)
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        self._remote = str(peer[0]) if isinstance(peer, tuple) else None  # aiohttp's remote
 
     def head_received(self, head: Head | None, data: bytes, body: int) -> bool:
         if head is None:
             self._hand_to_aiohttp(data)  # it answers 400
             return False
-        if self._remote is None:
-            transport = self.conn.transport
-            peer = transport.get_extra_info("peername") if transport is not None else None
-            self._remote = str(peer[0]) if isinstance(peer, tuple) else ""
-        served = self.front.serve_directly(self.conn, head, self._remote or None)
+        served = self.front.serve_directly(self.conn, head, self._remote)
         if served is not None:
             return served
         if head.path == "/ws":
