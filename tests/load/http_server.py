@@ -1,7 +1,8 @@
 """A small HTTP/1.1 server the load tests measure against: it counts what it serves.
 
 Run as ``python -m tests.load.http_server PORT [--stall-at S --stall-for D]``. ``GET /__count``
-returns the number of requests served so far (not counting itself). Paths change the answer:
+returns the number of requests served so far (not counting itself), ``GET /__bytes`` the body
+bytes they carried. Paths change the answer:
 ``/close`` answers with ``Connection: close``, ``/half`` sends half a response and closes,
 ``/garbage`` answers bytes that are not HTTP, ``/slow`` waits 50 ms. For scenarios:
 ``POST /login`` with ``{"user": U}`` answers ``{"token": "tok-U"}``; ``/whoami`` answers U for
@@ -26,6 +27,7 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\no
 class Server:
     def __init__(self, stall_at: float | None, stall_for: float) -> None:
         self.count = 0
+        self.body_bytes = 0
         self.seen: Counter[str] = Counter()
         self.start = time.monotonic()
         self.stall_at = stall_at
@@ -65,7 +67,7 @@ class Handler(asyncio.Protocol):
         self.headers[name.lower()] = value
 
     def on_body(self, body: bytes) -> None:
-        self.body += body
+        self.body += body  # quadratic in the chunks: tests keep bodies to a few MiB
 
     def reply(self, status: str, body: bytes) -> None:
         assert self.transport is not None
@@ -84,7 +86,11 @@ class Handler(asyncio.Protocol):
         if url == b"/__whoami":
             self.reply("200 OK", json.dumps(self.server.seen).encode())
             return
+        if url == b"/__bytes":
+            self.reply("200 OK", str(self.server.body_bytes).encode())
+            return
         self.server.count += 1
+        self.server.body_bytes += len(body)
         loop = asyncio.get_running_loop()
         if url == b"/login":
             user = json.loads(body)["user"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tracemalloc
@@ -14,6 +15,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port, wait_for_port, wirekit_cmd
+from wirekit.load.engine import Engine, LoadConfig
+from wirekit.load.http import HttpConnection, HttpRequest, parse_target
 from wirekit.load.recorder import FastHistogram, Recorder, clamp_us, summary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +35,10 @@ class CountingServer:
     @property
     def count(self) -> int:
         return int(urllib.request.urlopen(f"{self.url}/__count", timeout=5).read())
+
+    @property
+    def body_bytes(self) -> int:
+        return int(urllib.request.urlopen(f"{self.url}/__bytes", timeout=5).read())
 
     def stop(self) -> None:
         self.proc.kill()
@@ -61,6 +68,39 @@ def test_counts_are_exact(server: CountingServer) -> None:
     assert r["requests"]["errors"] == 0
     assert server.count == 5000 + r["requests"]["completed"]  # every request sent was answered
     assert sum(row["completed"] for row in r["timeline"]) == r["requests"]["completed"]
+
+
+@pytest.mark.anyio
+async def test_requests_larger_than_the_socket_buffer_go_out_whole(
+    server: CountingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request goes out with os.write only while the transport has nothing buffered. One
+    larger than the socket buffer goes partly that way and the rest through the transport,
+    which pauses the fast path until it has written everything: the server gets every byte
+    once, in order."""
+    body = bytes(range(256)) * 8192  # 2 MiB
+    target = parse_target(server.url + "/", HttpRequest("POST", body=body))
+    engine = Engine(LoadConfig(target, connections=2, count=12, pipeline=4, duration=None))
+    buffered: list[int] = []  # what the transport held at each os.write on a connection
+    pauses: list[HttpConnection] = []
+    os_write, pause_writing = os.write, HttpConnection.pause_writing
+
+    def write(fd: int, data: bytes) -> int:
+        for conn in engine.conns:
+            if conn.transport and conn.transport.get_extra_info("socket").fileno() == fd:
+                buffered.append(conn.transport.get_write_buffer_size())
+        return os_write(fd, data)
+
+    def pause(conn: HttpConnection) -> None:
+        pauses.append(conn)
+        pause_writing(conn)
+
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(HttpConnection, "pause_writing", pause)
+    rec = await engine.run()
+    assert (rec.completed, rec.errors, rec.status) == (12, {}, {200: 12})
+    assert pauses and buffered and not any(buffered)
+    assert server.count == 12 and server.body_bytes == 12 * len(body)
 
 
 def test_workers_counts_are_exact(server: CountingServer) -> None:

@@ -98,8 +98,9 @@ class Engine:
         self._address = config.target.host
         self._sweep_period = min(SWEEP_PERIOD, config.timeout / 4)  # timeouts ~ 25% late at most
         self.in_flight = 0
-        # closed model, no think time, no count, fixed requests: see completed()
-        self._plain_closed = (
+        # Closed model, no think time, no count, fixed requests, not stopping: a completed
+        # request's connection sends the next at once (see completed() and HttpConnection).
+        self.refill = (
             config.steps is None
             and config.think <= 0
             and config.count is None
@@ -334,10 +335,10 @@ class Engine:
 
     # -- called by connections ----------------------------------------------------------------
     def completed(self, conn: Conn, keep_alive: bool) -> None:
-        if keep_alive and self._plain_closed and not self.stopping:
+        if keep_alive and self.refill:
             # The closed model's common case, short: the next request goes at once (the
-            # in-flight count stays), and the stop rule has nothing to check.
-            self.issued += 1
+            # in-flight count stays), and the stop rule has nothing to check (nor does
+            # ``issued``, which only bounds a run with a count).
             conn.send(perf_counter_ns())
             return
         self.in_flight -= 1
@@ -380,6 +381,7 @@ class Engine:
         if self.stopping:
             return
         self.stopping = True
+        self.refill = False
         self._stopped_at = perf_counter_ns()
         if self.backlog:
             assert self._loop is not None
@@ -399,6 +401,7 @@ class Engine:
         count = self.config.count
         if count is not None and not self.stopping and self.issued >= count:
             self.stopping = True
+            self.refill = False
         if self.stopping and self.in_flight == 0 and not self.backlog:
             if not self._stopped_at:
                 self._stopped_at = perf_counter_ns()

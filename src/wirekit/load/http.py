@@ -84,6 +84,8 @@ class HttpConnection(asyncio.Protocol):
         "_parser",
         "_recorder",
         "_request",
+        "_socket_fd",
+        "_unrecorded",
         "inflight",
         "partial",
         "transport",
@@ -96,8 +98,10 @@ class HttpConnection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self.inflight: deque[tuple[int, int]] = deque()
         self.partial = False  # bytes of the oldest response have arrived
-        self._fd = -1
+        self._socket_fd = -1  # the plain TCP socket's
+        self._fd = -1  # requests go out with os.write here while >= 0 (see connection_made)
         self._now = 0  # when the bytes being parsed arrived: a response completes then
+        self._unrecorded = 0  # of those bytes, how many the recorder has not been given
         self.transport: asyncio.Transport | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
@@ -105,13 +109,22 @@ class HttpConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         # Plain TCP: requests go out with os.write on the socket while the transport's buffer is
         # empty (more requests per core than transport.write); TLS must use the transport.
+        # With a high-water mark of 0 the transport tells us (pause_writing) as soon as it
+        # buffers anything, and again (resume_writing) once it has written all of it.
         sock = transport.get_extra_info("socket")
-        tls = transport.get_extra_info("sslcontext") is not None
-        self._fd = -1 if tls or sock is None else sock.fileno()
+        if sock is not None and transport.get_extra_info("sslcontext") is None:
+            self._fd = self._socket_fd = sock.fileno()
+            self.transport.set_write_buffer_limits(high=0)
+
+    def pause_writing(self) -> None:
+        self._fd = -1
+
+    def resume_writing(self) -> None:
+        self._fd = self._socket_fd
 
     def data_received(self, data: bytes) -> None:
         now = self._now = perf_counter_ns()
-        self._recorder.received(len(data), now)
+        self._unrecorded = len(data)  # the first response completed in it takes them
         self.partial = True
         try:
             self._parser.feed_data(data)
@@ -119,6 +132,8 @@ class HttpConnection(asyncio.Protocol):
             self._engine.broken(self, "upgrade")
         except httptools.HttpParserError:
             self._engine.broken(self, "malformed-response")
+        if self._unrecorded:  # no response completed: part of one, or not one at all
+            self._recorder.received(self._unrecorded, now)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._engine.lost(self, exc)
@@ -130,8 +145,16 @@ class HttpConnection(asyncio.Protocol):
             return
         intended, sent = self.inflight.popleft()
         self.partial = False
-        self._recorder.response(intended, sent, self._now, self._parser.get_status_code())
-        self._engine.completed(self, self._parser.should_keep_alive())
+        parser = self._parser
+        self._recorder.response(
+            intended, sent, self._now, parser.get_status_code(), self._unrecorded
+        )
+        self._unrecorded = 0
+        engine = self._engine
+        if engine.refill and parser.should_keep_alive():
+            self._write(0, self._request)  # as engine.completed() would, without the calls
+        else:
+            engine.completed(self, parser.should_keep_alive())
 
     # -- what the engine uses -----------------------------------------------------------------
     def send(self, intended: int) -> bool:
@@ -140,19 +163,21 @@ class HttpConnection(asyncio.Protocol):
         return True
 
     def _write(self, intended: int, data: bytes) -> None:
+        """Send ``data``, due at ``intended`` (0: now)."""
+        now = perf_counter_ns()
         transport = self.transport
         assert transport is not None
         fd = self._fd
-        if fd >= 0 and not transport.get_write_buffer_size():
+        if fd >= 0:
             try:
                 n = os.write(fd, data)
-            except BlockingIOError:
+            except OSError:  # full, or broken: the transport buffers it, or reports the loss
                 n = 0
             if n < len(data):
                 transport.write(data[n:])
         else:
             transport.write(data)
-        self.inflight.append((intended, perf_counter_ns()))
+        self.inflight.append((intended or now, now))
         rec = self._recorder
         rec.sent += 1
         rec.bytes_out += len(data)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
+from itertools import repeat
+from operator import floordiv
 from typing import Any
 
 from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
@@ -71,20 +73,19 @@ class FastHistogram:
         bucket = (value | self._mask).bit_length() - self._offset
         self.counts[((bucket + 1) << self._magnitude) + (value >> bucket) - self._half] += 1
 
-    def record_ns(self, values: list[int]) -> None:
-        """Record each of ``values`` (nanoseconds), in microseconds clamped to the range: the
-        same as :meth:`record` of each, in one tight loop."""
+    def add(self, counts: Counter[int]) -> None:
+        """Record ``counts`` (microseconds -> how many, from :func:`microseconds`), each value
+        clamped to the range: one bucket computation per distinct value."""
         self._unpark()
-        counts, mask, offset = self.counts, self._mask, self._offset
+        buckets, mask, offset = self.counts, self._mask, self._offset
         magnitude, half = self._magnitude, self._half
-        for ns in values:
-            value = ns // 1000
+        for value, n in counts.items():
             if value < LOWEST_US:
                 value = LOWEST_US
             elif value > HIGHEST_US:
                 value = HIGHEST_US
             bucket = (value | mask).bit_length() - offset
-            counts[((bucket + 1) << magnitude) + (value >> bucket) - half] += 1
+            buckets[((bucket + 1) << magnitude) + (value >> bucket) - half] += n
 
     def to_hdr(self) -> HdrHistogram:
         h = histogram(self.digits)
@@ -101,6 +102,12 @@ class FastHistogram:
             count = other.counts[index]
             if count:
                 counts[index] += count
+
+
+def microseconds(values_ns: list[int]) -> Counter[int]:
+    """Microseconds -> how many of ``values_ns`` round down to it, counted in C (latencies
+    bunch into few distinct microsecond values, so the per-value work left is small)."""
+    return Counter(map(floordiv, values_ns, repeat(1000)))
 
 
 def clamp_us(ns: int) -> int:
@@ -137,11 +144,13 @@ class Second:
 
 class Recorder:
     """Latencies are kept as raw nanoseconds while their second lasts, and go into the
-    histograms in one tight loop when another second starts or the histograms are read
-    (:attr:`corrected`, :attr:`uncorrected`, :attr:`seconds`): a response costs two list
-    appends on the hot path instead of three histogram updates."""
+    histograms when another second starts or the histograms are read (:attr:`corrected`,
+    :attr:`uncorrected`, :attr:`seconds`): a response costs two list appends on the hot path
+    instead of three histogram updates, and a second's latencies are counted per distinct
+    microsecond in C (:func:`microseconds`) before any bucket is computed."""
 
     __slots__ = (
+        "_completed",
         "_corrected",
         "_current",
         "_current_end",
@@ -152,7 +161,6 @@ class Recorder:
         "_uncorrected",
         "bytes_in",
         "bytes_out",
-        "completed",
         "errors",
         "lag",
         "names",
@@ -167,10 +175,10 @@ class Recorder:
         self._uncorrected = FastHistogram()
         self.lag = FastHistogram()  # scheduler lag: due time -> dispatch, with a free slot
         self._seconds: list[Second] = []
-        self.status: Counter[int] = Counter()
+        self.status: dict[int, int] = {}  # a dict: a Counter's += costs twice as much
         self.errors: Counter[str] = Counter()
         self.names: Counter[str] = Counter()  # scenario responses per request name
-        self.completed = 0
+        self._completed = 0  # besides those pending
         self.sent = 0
         self.bytes_in = 0
         self.bytes_out = 0
@@ -196,13 +204,23 @@ class Recorder:
         self.settle()
         return self._seconds
 
+    @property
+    def completed(self) -> int:
+        return self._completed + len(self._pending)
+
     def settle(self) -> None:
         """Put the latencies recorded so far into the histograms."""
         pending = self._pending
         if pending:
-            self._corrected.record_ns(pending)
-            self._current.latency.record_ns(pending)
-            self._uncorrected.record_ns(self._pending_uncorrected)
+            self._completed += len(pending)
+            self._current.completed += len(pending)
+            corrected = microseconds(pending)
+            self._corrected.add(corrected)
+            self._current.latency.add(corrected)
+            uncorrected = self._pending_uncorrected  # the same in a closed model
+            self._uncorrected.add(
+                corrected if uncorrected == pending else microseconds(uncorrected)
+            )
             self._pending = []
             self._pending_uncorrected = []
 
@@ -221,17 +239,22 @@ class Recorder:
         self._current_end = self._current_start + 1_000_000_000
         return self._current
 
-    def response(self, intended: int, sent: int, done: int, status: int | None) -> None:
-        """One reply; ``status`` is the HTTP status (``None`` for tcp/udp)."""
+    def response(
+        self, intended: int, sent: int, done: int, status: int | None, size: int = 0
+    ) -> None:
+        """One reply; ``status`` is the HTTP status (``None`` for tcp/udp). ``size``: bytes
+        that arrived at ``done`` and were not given to :meth:`received` (one call for both)."""
         sec = self._current
         if not self._current_start <= done < self._current_end:
             sec = self.second(done)
         self._pending.append(done - intended)
         self._pending_uncorrected.append(done - sent)
-        self.completed += 1
-        sec.completed += 1
+        if size:
+            self.bytes_in += size
+            sec.bytes_in += size
         if status is not None:
-            self.status[status] += 1
+            codes = self.status
+            codes[status] = codes.get(status, 0) + 1
 
     def restart(self, start_ns: int) -> None:
         """Start the timeline over at ``start_ns`` (after a warm-up such as connecting)."""
@@ -284,10 +307,11 @@ class Recorder:
             sec.errors += errors
             sec.bytes_in += size
             sec.latency.add_encoded(latency)
-        self.status.update({int(k): v for k, v in wire["status"].items()})
+        for code, n in wire["status"].items():
+            self.status[int(code)] = self.status.get(int(code), 0) + n
         self.errors.update(wire["errors"])
         self.names.update(wire["names"])
-        self.completed += wire["completed"]
+        self._completed += wire["completed"]
         self.sent += wire["sent"]
         self.bytes_in += wire["bytes_in"]
         self.bytes_out += wire["bytes_out"]
