@@ -165,18 +165,15 @@ class HttpConnection(asyncio.Protocol):
     def _write(self, intended: int, data: bytes) -> None:
         """Send ``data``, due at ``intended`` (0: now)."""
         now = perf_counter_ns()
-        transport = self.transport
-        assert transport is not None
-        fd = self._fd
+        n, fd = 0, self._fd
         if fd >= 0:
             try:
                 n = os.write(fd, data)
             except OSError:  # full, or broken: the transport buffers it, or reports the loss
-                n = 0
-            if n < len(data):
-                transport.write(data[n:])
-        else:
-            transport.write(data)
+                pass
+        if n < len(data):
+            assert self.transport is not None
+            self.transport.write(data[n:] if n else data)
         self.inflight.append((intended or now, now))
         rec = self._recorder
         rec.sent += 1

@@ -8,8 +8,10 @@ processes can send theirs to the parent, which merges them exactly (:meth:`Recor
 
 from __future__ import annotations
 
+import zlib
 from array import array
 from collections import Counter
+from collections.abc import Sequence
 from itertools import repeat
 from operator import floordiv
 from typing import Any
@@ -31,8 +33,9 @@ class FastHistogram:
     the equivalent HdrHistogram for percentiles, encoding and merging.
 
     A histogram nothing is recorded in for now (a past second of the timeline) can be
-    :meth:`park`-ed: only its non-zero counts are kept, 16 bytes each instead of 8 bytes for
-    every bucket (26 KiB at the timeline's precision); recording unparks it."""
+    :meth:`park`-ed: its counts are kept zlib-compressed, about 1 KiB for a second of 20,000
+    responses over 600 distinct buckets instead of 26 KiB (and 10 KiB as (index, count)
+    pairs); recording unparks it."""
 
     __slots__ = ("_half", "_magnitude", "_mask", "_offset", "_parked", "_size", "counts", "digits")
 
@@ -46,28 +49,25 @@ class FastHistogram:
         assert ref.unit_magnitude == 0  # LOWEST_US == 1: no unit shift below
         self._size = ref.counts_len
         self.counts = [0] * self._size
-        self._parked: array[int] | None = None  # (index, count) pairs while parked
+        self._parked: bytes | None = None  # the counts, compressed, while parked
 
     def park(self) -> None:
         if self._parked is None:
-            counts = self.counts
-            self._parked = array("q", [x for i, c in enumerate(counts) if c for x in (i, c)])
+            self._parked = zlib.compress(array("q", self.counts).tobytes(), 1)  # ~0.1 ms
             self.counts = []
 
-    def _unpark(self) -> None:
+    def _counts(self) -> Sequence[int]:
         parked = self._parked
-        if parked is not None:
-            counts = self.counts = [0] * self._size
-            for j in range(0, len(parked), 2):
-                counts[parked[j]] = parked[j + 1]
+        return self.counts if parked is None else array("q", zlib.decompress(parked))
+
+    def _unpark(self) -> None:
+        if self._parked is not None:
+            self.counts = list(self._counts())
             self._parked = None
 
     def nonzero(self) -> dict[int, int]:
         """Bucket index -> count, for the buckets that have any."""
-        parked = self._parked
-        if parked is not None:
-            return dict(zip(parked[::2], parked[1::2], strict=True))
-        return {i: c for i, c in enumerate(self.counts) if c}
+        return {i: c for i, c in enumerate(self._counts()) if c}
 
     def record(self, value: int) -> None:
         bucket = (value | self._mask).bit_length() - self._offset
