@@ -12,6 +12,7 @@ import zlib
 from array import array
 from collections import Counter
 from collections.abc import Sequence
+from functools import cache
 from itertools import repeat
 from operator import floordiv
 from typing import Any
@@ -27,6 +28,16 @@ def histogram(digits: int = DIGITS) -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, digits)
 
 
+@cache
+def _layout(digits: int) -> tuple[int, int, int, int, int]:
+    """HdrHistogram's bucket layout at ``digits``: (half-count magnitude, sub-bucket mask, half
+    count, bucket offset, counts length), read once from a real one."""
+    ref = histogram(digits)
+    assert ref.unit_magnitude == 0  # LOWEST_US == 1: no unit shift below
+    magnitude = ref.sub_bucket_half_count_magnitude
+    return magnitude, ref.sub_bucket_mask, ref.sub_bucket_half_count, magnitude + 1, ref.counts_len
+
+
 class FastHistogram:
     """Counts in HdrHistogram's own bucket layout, recorded with a few integer operations
     (hdrh's ``record_value`` costs about 1 µs; this about a third of it). :meth:`to_hdr` gives
@@ -40,14 +51,8 @@ class FastHistogram:
     __slots__ = ("_half", "_magnitude", "_mask", "_offset", "_parked", "_size", "counts", "digits")
 
     def __init__(self, digits: int = DIGITS) -> None:
-        ref = histogram(digits)
         self.digits = digits
-        self._magnitude = ref.sub_bucket_half_count_magnitude
-        self._mask = ref.sub_bucket_mask
-        self._half = ref.sub_bucket_half_count
-        self._offset = ref.unit_magnitude + ref.sub_bucket_half_count_magnitude + 1
-        assert ref.unit_magnitude == 0  # LOWEST_US == 1: no unit shift below
-        self._size = ref.counts_len
+        self._magnitude, self._mask, self._half, self._offset, self._size = _layout(digits)
         self.counts = [0] * self._size
         self._parked: bytes | None = None  # the counts, compressed, while parked
 
