@@ -19,7 +19,7 @@ import orjson
 import pytest
 import redis
 
-from wirekit.hub.redisstore import RedisStore
+from wirekit.hub.redisstore import CREATE_LOG, RedisStore
 from wirekit.hub.store import StoreUnavailable
 from wirekit.proto import ws
 
@@ -573,3 +573,55 @@ def test_redis_store_fails_fast_while_redis_is_down() -> None:
     assert 0.05 < store._down_until - started <= 0.1  # the documented first window, no jitter
     assert not store.up and not store.check()
     store.close()
+
+
+async def test_a_ws_sub_to_a_topic_the_node_does_not_follow_reads_its_head_once(
+    cluster: Cluster,
+) -> None:
+    """A WebSocket ``sub`` to a topic the node does not follow reads the log's head in one
+    create_log round trip, whether the node never saw the topic or knows it from before (its
+    head since gone stale), and in none once the node follows it. The head it reports is the
+    store's and the subscription goes on from there; so does a ``?topic=`` at connect."""
+    (a,) = await cluster.start(1)
+    token = await cluster.token(a, "tia")
+    client = cluster.redis.client()
+    sha = client.script_load(CREATE_LOG)  # loaded already: each create_log is one EVALSHA
+    client.config_set("slowlog-max-len", 10_000)
+    client.config_set("slowlog-log-slower-than", 0)  # every command goes to the slow log
+
+    def create_logs() -> int:
+        """Calls of create_log("news") since the last count."""
+        entries = client.slowlog_get(10_000)  # commands as bytes
+        client.slowlog_reset()
+        call = f"EVALSHA {sha} 2 wk:log:news ".encode()
+        return sum(e["command"].startswith(call) for e in entries)
+
+    tia = await cluster.ws(a, token)
+    create_logs()
+    assert (await tia.ok("sub", topic="news"))["head"] == 0
+    assert create_logs() == 1  # a topic the node never saw
+    await tia.ok("unsub", topic="news")
+    for i in range(3):  # appended while the node does not follow the topic: its head goes stale
+        await tia.ok("pub", topic="news", data=f"m{i}")
+    create_logs()
+    assert (await tia.ok("sub", topic="news"))["head"] == 3
+    assert create_logs() == 1  # a topic the node knows and does not follow
+    other = await cluster.ws(a, token)
+    assert (await other.ok("sub", topic="news"))["head"] == 3
+    assert create_logs() == 0  # a topic the node follows
+    await tia.ok("pub", topic="news", data="live")
+    for peer in (tia, other):  # from the head, nothing before it
+        assert (await peer.expect(lambda e: e.get("op") == "msg"))["offset"] == 4
+
+    for peer in (tia, other):
+        await peer.ok("unsub", topic="news")
+    for i in range(2):
+        await tia.ok("pub", topic="news", data=f"n{i}")
+    create_logs()
+    late = WsPeer(cluster.session, await cluster.session.ws_connect(
+        f"{a.base}/ws?token={token}&topic=news"))  # fmt: skip
+    cluster.sockets.append(late)
+    late.hello = await late.event()
+    assert create_logs() == 1
+    await tia.ok("pub", topic="news", data="live again")
+    assert (await late.expect(lambda e: e.get("op") == "msg"))["offset"] == 7

@@ -587,6 +587,17 @@ class Hub:
                     "subscribers": len(log.subscribers)}  # fmt: skip
         return {"users": [{"user": m, "online": self.is_online(m)} for m in sorted(log.members)]}
 
+    def subscribe(self, sub: Subscriber, name: str) -> Log:
+        """``sub`` follows ``name``, a log it may read (:meth:`open_log`), from the log's head;
+        :meth:`resume` then says from where it is replayed. With peers, a log this node does not
+        follow gets its head from the store in the call that follows it: one round trip (none
+        if it is followed), and this node appends nothing in between (what the others append
+        comes through :meth:`Peers.follow`)."""
+        known = name in self.logs
+        log = self.open_log(sub.user, name)
+        self._subscribe(log, sub, None if known else log.head)  # a new Log has the store's head
+        return log
+
     def unsubscribe(self, sub: Subscriber, name: str) -> None:
         """``sub`` stops following ``name`` (membership is unchanged)."""
         self.flush()
@@ -598,11 +609,10 @@ class Hub:
     def resume(self, sub: Subscriber, name: str, after: int, epoch: str | None) -> Log:
         """Replay ``name`` to ``sub`` after offset ``after``, then go on live. A changed epoch
         means the history the client knew is gone: it is told, and replay starts at 0."""
-        log = self.open_log(sub.user, name)
+        log = self.subscribe(sub, name)
         if epoch is not None and epoch != log.epoch:
             sub.write(Encoded({"type": "lost", "room": name, "epoch": log.epoch}).data(sub.mode))
             after = 0
-        self._subscribe(log, sub)
         sub.cursors[name] = max(0, min(after, log.head))
         sub.catch_up()
         return log

@@ -91,7 +91,7 @@ class WsSession(Handler):
                              timeout=limits.ws_timeout))  # fmt: skip
         hub = self.front.service.hub
         for name in topics:
-            hub.resume(self.sub, name, hub.open_log(self.sub.user, name).head, None)
+            hub.resume(self.sub, name, hub.subscribe(self.sub, name).head, None)
 
     # -- Handler ----------------------------------------------------------------------------------
     def frame_received(self, frame: bytes) -> None:
@@ -176,11 +176,10 @@ class WsSession(Handler):
         room = hub.logs.get(name)
         if name.startswith("#") and (room is None or self.sub.user not in room.members):
             hub.join(self.sub.user, name)
-        log = hub.open_log(self.sub.user, name)
-        head = hub.head_of(log)
-        self._ok(request, topic=name, head=head, epoch=log.epoch)
+        log = hub.subscribe(self.sub, name)
+        self._ok(request, topic=name, head=log.head, epoch=log.epoch)
         since = request.args.get("since")
-        hub.resume(self.sub, name, head if since is None else since,
+        hub.resume(self.sub, name, log.head if since is None else since,
                    request.args.get("epoch"))  # fmt: skip
 
     def _op_unsub(self, request: Request) -> None:
