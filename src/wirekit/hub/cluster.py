@@ -104,6 +104,7 @@ class Cluster:
         self.received = 0  # messages that came through the channels (metrics, tests)
         self.reconnects = 0
         self._followed: set[str] = set()  # logs with local subscribers
+        self._requested: set[str] = set()  # those the subscription connection asked for
         self._transport: asyncio.Transport | None = None
         self._connected = False  # subscribed to the events channel
         self._backoff = Backoff(base=0.1, cap=5.0)
@@ -153,7 +154,8 @@ class Cluster:
         )
         user, password = self.store.credentials
         hello = [command("AUTH", *([user] if user else []), password)] if password else []
-        channels = [self.store.events] + [self.store.messages + n for n in sorted(self._followed)]
+        self._requested = set(self._followed)
+        channels = [self.store.events] + [self.store.messages + n for n in sorted(self._requested)]
         transport.write(b"".join([*hello, command("SUBSCRIBE", *channels)]))
         await asyncio.wait_for(ready, 5.0)
 
@@ -182,6 +184,12 @@ class Cluster:
         self._transport = transport
         if self._connected:
             return
+        # What the node followed or unfollowed since that connection's SUBSCRIBE was written
+        # could not be sent then (no transport until now): send it now.
+        for verb, names in (("SUBSCRIBE", self._followed - self._requested),
+                            ("UNSUBSCRIBE", self._requested - self._followed)):  # fmt: skip
+            if names:
+                transport.write(command(verb, *(self.store.messages + n for n in sorted(names))))
         self.store.check()
         hub = self.hub
         assert hub is not None
