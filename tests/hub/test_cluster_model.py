@@ -21,11 +21,12 @@ every connection follows what its user belongs to and is caught up, each node is
 the channels of the logs it follows and no others, and the last join, leave, online or offline
 a connection was told about agrees with the final state.
 
-The bugs this model found are the ``xfail`` tests at the end; the model leaves their triggers
-out (``races``, and logs the nodes know from the start when connections
-break), and lets a subscriber see a log's messages again after its user rejoined. With channels
-out of order (which one connection never does) a join overtaken by its log's next messages makes
-a subscriber fall behind, or see messages again: there it only has to catch up from the store.
+The bugs this model found are the regression tests at the end (each failed before its fix).
+The model lets a subscriber see a log's messages again after its user rejoined (a join comes
+with the log's head as the store had it then, which a node that hears of the join late has
+received since). With channels out of order (which one connection never does) a join
+overtaken by its log's next messages makes a subscriber fall behind, or see messages again:
+there it only has to catch up from the store.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from typing import Any
 
 import hiredis
 import orjson
-import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -53,7 +53,7 @@ from hypothesis.stateful import (
 )
 
 from wirekit.hub.cluster import ABSENT, PRESENT, Cluster, command
-from wirekit.hub.engine import Hub, HubError, Subscriber, private_log
+from wirekit.hub.engine import Hub, HubError, Subscriber
 from wirekit.hub.store import Failed, SqliteStore, Stored, StoredMessage
 from wirekit.limits import Limits
 
@@ -128,18 +128,6 @@ class FakeRedis:
     def _send(self, node: int, kind: bytes, channel: str, data: bytes) -> None:
         key = (node, channel if self.per_channel else "")
         self.queues.setdefault(key, deque()).append((kind, channel, data))
-
-    def news(self, node: int, room: str, user: str) -> bool:
-        """Whether ``node`` is yet to hear of another node's join or leave of ``user`` in
-        ``room``."""
-        for (to, _), queue in self.queues.items():
-            for kind, channel, data in queue if to == node else ():
-                if kind == b"message" and channel == EVENTS:
-                    event = orjson.loads(data)
-                    about = (event.get("room"), event.get("user"))
-                    if about == (room, user) and event["node"] != f"node{node}":
-                        return True
-        return False
 
     # -- steps --------------------------------------------------------------------------------
     def pending(self) -> list[Step]:
@@ -302,12 +290,6 @@ class ClusterModel(RuleBasedStateMachine):
     subs = Bundle("subs")
     per_channel = True  # else one queue per node
     reconnects = False  # subscription connections break and come back
-    # Every log (and conversation) exists before the nodes start, so that they know them all:
-    # a reload skips logs a node has not loaded (see the xfail test).
-    known_logs = False
-    # A join or leave on a node yet to hear of another node's change of the same membership,
-    # or cut off from the events, goes wrong (see the xfail tests): they wait unless races.
-    races = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -318,16 +300,6 @@ class ClusterModel(RuleBasedStateMachine):
         self.members: dict[str, set[str]] = {}  # what the joins and leaves asked for
         for user in USERS:
             sqlite.create_user(user, "x")
-        if self.known_logs:
-            for name in (*ROOMS, TOPIC):
-                sqlite.create_log(name)
-            for user in USERS:
-                for other in USERS:
-                    name = private_log(user, other)
-                    sqlite.create_log(name)
-                    for member in (user, other):
-                        sqlite.add_member(name, member)
-                    self.members[name] = {user, other}
         self.hubs: list[Hub] = []
         self.awake = [False, False]  # a flush was asked for and has not run yet
         for node in range(2):
@@ -350,10 +322,6 @@ class ClusterModel(RuleBasedStateMachine):
         finally:
             self.redis.sqlite.close()
             shutil.rmtree(self.dir)
-
-    def racing(self, node: int, room: str, user: str) -> bool:
-        connected = self.redis.clusters[node]._connected
-        return not self.races and (not connected or self.redis.news(node, room, user))
 
     def text(self, name: str) -> tuple[str, int]:
         """A new text for ``name``, and how many messages it has."""
@@ -383,14 +351,11 @@ class ClusterModel(RuleBasedStateMachine):
 
     @rule(node=NODES, user=USER, room=ROOM)
     def join(self, node: int, user: str, room: str) -> None:
-        if not self.racing(node, room, user):
-            self.hubs[node].join(user, room)
-            self.members.setdefault(room, set()).add(user)
+        self.hubs[node].join(user, room)
+        self.members.setdefault(room, set()).add(user)
 
     @rule(node=NODES, user=USER, room=ROOM)
     def leave(self, node: int, user: str, room: str) -> None:
-        if self.racing(node, room, user):
-            return
         try:
             self.hubs[node].leave(user, room)
         except HubError:
@@ -447,8 +412,6 @@ class ClusterModel(RuleBasedStateMachine):
         hub = sub.hub
         room = hub.logs.get(name)
         if name.startswith("#") and (room is None or sub.user not in room.members):
-            if self.racing(sub.node, name, sub.user):
-                return
             hub.join(sub.user, name)
             self.members.setdefault(name, set()).add(sub.user)
         followed = name in hub.logs and bool(hub.logs[name].subscribers)
@@ -615,7 +578,6 @@ TestConnectionOrderModel.settings = SETTINGS
 
 class ReconnectModel(ConnectionOrderModel):
     reconnects = True
-    known_logs = True
 
 
 TestReconnectModel = ReconnectModel.TestCase
@@ -623,14 +585,6 @@ TestReconnectModel.settings = SETTINGS
 
 
 # -- what the model found -------------------------------------------------------------------------
-class RacingModel(ConnectionOrderModel):
-    races = True
-
-
-class LazyReconnectModel(ConnectionOrderModel):
-    reconnects = True
-
-
 def settled(model: ClusterModel) -> None:
     try:
         model.settle()
@@ -638,23 +592,25 @@ def settled(model: ClusterModel) -> None:
         model.teardown()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a node applies a join older than its own leave")
 def test_a_stale_join_from_another_node_undoes_a_later_leave() -> None:
-    """ann joins #a on node 0; node 1, yet to hear of it, lets her join again and announces
-    that; she leaves on node 0, which then hears node 1's join and puts her back in #a, for
-    good (the store and node 1 have her out)."""
-    model = RacingModel()
+    """ann joins #a on node 0; node 1, yet to hear of it, lets her join again; she leaves on
+    node 0. Node 1's join used to be announced, and node 0 put her back in #a on hearing it,
+    for good (the store and node 1 had her out). Now the store says that join changed nothing
+    (it is not announced) and node 1 ignores node 0's join, older than what the store told it;
+    it applies the leave."""
+    model = ConnectionOrderModel()
     model.join(0, "ann", "#a")
     model.join(1, "ann", "#a")
     model.leave(0, "ann", "#a")
     settled(model)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a join on a node that missed a leave is lost")
 def test_a_join_on_a_node_yet_to_hear_of_a_leave_is_lost() -> None:
-    """ann leaves #a on node 1 and joins it again on node 0 before node 0 hears of the leave:
-    node 0 still has her in #a and does nothing, then applies the leave. She is out."""
-    model = RacingModel()
+    """ann leaves #a on node 1 and joins it again on node 0 before node 0 hears of the leave.
+    Node 0 still had her in #a and did nothing, then applied the leave: she was out. Now the
+    store says the join changed the membership: it is announced, and node 0 ignores the leave,
+    older than that change."""
+    model = ConnectionOrderModel()
     model.join(0, "ann", "#a")
     model.settle()
     model.leave(1, "ann", "#a")
@@ -676,12 +632,11 @@ def test_a_log_followed_while_the_subscription_reconnects_is_received() -> None:
     settled(model)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Cluster._reload skips logs the node has not loaded")
 def test_a_node_cut_off_misses_a_room_it_had_not_loaded() -> None:
     """bob is connected to node 1 only; while node 1 is cut off, he joins #b (a room node 1
-    never loaded) on node 0. The reload skips #b, so his connection never follows it (and a
-    later use of #b on node 1 would create it without its members)."""
-    model = LazyReconnectModel()
+    never loaded) on node 0. The reload used to skip #b, so his connection never followed it
+    (and a later use of #b on node 1 created it without its members); now it loads it."""
+    model = ReconnectModel()
     model.connect(1, "bob", True)
     model.settle()
     model.lose_connection(1)
@@ -689,11 +644,10 @@ def test_a_node_cut_off_misses_a_room_it_had_not_loaded() -> None:
     settled(model)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a join announces the node's lagging head")
 def test_a_rejoin_announced_with_a_lagging_head_repeats_messages() -> None:
     """Node 0 follows #a but has not yet received message 1 when bob leaves #a and joins it
-    again there: the join carries head 0, and bob's connection on node 1, which had message 1,
-    gets it again."""
+    again there: the join used to carry node 0's head (0), and bob's connection on node 1, which
+    had message 1, got it again. Now it carries the store's head as of the join (1)."""
     model = ConnectionOrderModel()
     model.join(0, "ann", "#a")
     model.join(0, "bob", "#a")
@@ -708,3 +662,18 @@ def test_a_rejoin_announced_with_a_lagging_head_repeats_messages() -> None:
     model.join(0, "bob", "#a")
     settled(model)
     assert [e["offset"] for e in bob.received if e["type"] == "msg"] == [1]
+
+
+def test_a_resume_after_a_replay_repeats_nothing() -> None:
+    """bob's connection on node 1 replays #a from 0 while node 1 is yet to receive message 2:
+    the replay stops at node 1's head (it used to write message 2 from the store), so the
+    ``sub`` from the head that follows does not move its cursor back and message 2 comes
+    once, from the channel."""
+    model = ConnectionOrderModel()
+    bob = model.ann_and_bob_in_a()
+    model.publish(0, "ann", "#a")
+    model.settle()
+    model.publish(0, "ann", "#a")
+    model.subscribe(bob, "#a", True)
+    model.subscribe(bob, "#a", False)
+    settled(model)

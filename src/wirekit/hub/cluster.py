@@ -213,9 +213,9 @@ class Cluster:
         for user in sorted(present - hub.present):
             hub.apply({"type": "online", "user": user})
         for info in self.store.logs():
-            log_ = hub.logs.get(info.name)
-            if log_ is None:
-                continue  # loaded when someone uses it
+            # a log this node had not loaded (created meanwhile): its members join it here,
+            # those online here follow it
+            log_ = hub.logs.get(info.name) or hub.load(info)
             members = set(self.store.members(info.name))
             for user in members - log_.members:  # they joined from the store's head now
                 hub.apply({"type": "join", "room": info.name, "user": user, "head": info.head}

@@ -40,7 +40,7 @@ import orjson
 from ..limits import DEFAULTS, Limits
 from ..proto.chat import encode_event
 from ..proto.wsapi import encode_sse, encode_ws
-from .store import Failed, HubError, Store, Stored, StoredMessage
+from .store import Failed, HubError, LogInfo, Store, Stored, StoredMessage
 
 ROOM = re.compile(r"#[a-z0-9][a-z0-9_.-]{0,47}")
 TOPIC = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
@@ -138,13 +138,16 @@ def message_event(log: Log, msg: StoredMessage, **extra: Any) -> dict[str, Any]:
 
 
 class Log:
-    __slots__ = ("epoch", "head", "members", "name", "queued", "subscribers")
+    __slots__ = ("changes", "epoch", "head", "members", "name", "queued", "subscribers")
 
     def __init__(self, name: str, epoch: str, head: int) -> None:
         self.name = name
         self.epoch = epoch
         self.head = head
         self.members: set[str] = set()
+        # With peers: user -> the store's membership sequence of the newest change of their
+        # membership this node applied (or saw the result of); an older one comes too late.
+        self.changes: dict[str, int] = {}
         self.subscribers: set[Subscriber] = set()
         self.queued: list[tuple[int, Encoded]] = []  # published, not yet delivered (batches)
 
@@ -212,7 +215,10 @@ class Subscriber(abc.ABC):
                 if self.congested:
                     self._fall_behind()
                     return
-                batch = hub.store.read(name, last, CATCH_UP_BATCH)
+                # Up to the log's head only: with peers, what the store has after it comes
+                # through Hub.receive (a resume from a lower offset must not repeat it).
+                batch = hub.store.read(name, last, min(CATCH_UP_BATCH, log.head - last))
+                batch = [msg for msg in batch if msg.offset <= log.head]
                 if not batch:
                     break  # the store lost what the log's head promised; nothing to wait for
                 for msg in batch:
@@ -273,8 +279,7 @@ class Hub:
         self._queued: list[Log] = []  # logs with queued publications
         self.logs: dict[str, Log] = {}
         for info in store.logs():
-            log = self.logs[info.name] = Log(info.name, info.epoch, info.head)
-            log.members.update(store.members(info.name))
+            self.load(info).members.update(store.members(info.name))
         self.online: dict[str, set[Subscriber]] = {}
         self.behind: dict[Subscriber, float] = {}
         self.published = 0
@@ -366,27 +371,54 @@ class Hub:
 
     # -- rooms --------------------------------------------------------------------------------
     def join(self, user: str, room: str) -> Log:
+        """``user`` joins ``room`` (created if there is none). With peers, this node's view may
+        lag another node's change of that membership, so the store decides: its answer is
+        applied here, and announced if it changed the membership, with the log's head and
+        membership sequence as of the change (the user's connections follow from that head)."""
         room = check_room(room)
         log = self._log(room)
+        if self.peers is None:
+            if user not in log.members:
+                self.store.add_member(room, user)
+                self._joined(log, user)
+            return log
+        change = self.store.add_member(room, user)
+        self._changed(log, user, change.seq)
         if user not in log.members:
-            self.store.add_member(room, user)
-            self._joined(log, user)
-            if self.peers is not None:
-                self.peers.announce({"type": "join", "room": room, "user": user,
-                                     "head": self.head_of(log)})  # fmt: skip
+            self._joined(log, user, change.head)
+        if change.changed:
+            self.peers.announce({"type": "join", "room": room, "user": user,
+                                 "head": change.head, "seq": change.seq})  # fmt: skip
         return log
 
     def _joined(self, log: Log, user: str, since: int | None = None) -> None:
         log.members.add(user)
-        self._follow(log, user, since)
+        behind = self._follow(log, user, since)
         self._tell([log], {"type": "join", "room": log.name, "user": user})
+        for sub in behind:  # told of the join first
+            sub.catch_up()
 
     def leave(self, user: str, room: str) -> None:
-        log = self.member_log(user, check_room(room))
-        self.store.remove_member(log.name, user)
-        self._left(log, user)
-        if self.peers is not None:
-            self.peers.announce({"type": "leave", "room": log.name, "user": user})
+        """``user`` leaves ``room``. With peers, as for :meth:`join`, the store decides: a user
+        this node has in the room whom another node removed already leaves here (nothing is
+        announced), one whose join this node has yet to hear of leaves for good."""
+        name = check_room(room)
+        if self.peers is None:
+            log = self.member_log(user, name)
+            self.store.remove_member(name, user)
+            self._left(log, user)
+            return
+        known = self.logs.get(name)
+        change = self.store.remove_member(name, user)
+        if not change.changed and (known is None or user not in known.members):
+            self.member_log(user, name)  # raises: a member neither here nor in the store
+        log = known or self._log(name)  # a room created by a join this node has yet to hear of
+        self._changed(log, user, change.seq)
+        if user in log.members:
+            self._left(log, user)
+        if change.changed:
+            self.peers.announce({"type": "leave", "room": name, "user": user,
+                                 "seq": change.seq})  # fmt: skip
 
     def _left(self, log: Log, user: str) -> None:
         self._tell([log], {"type": "leave", "room": log.name, "user": user})
@@ -432,8 +464,13 @@ class Hub:
         """The log ``name``, created (in the store too) if there is none."""
         log = self.logs.get(name)
         if log is None:
-            info = self.store.create_log(name)
-            log = self.logs[name] = Log(info.name, info.epoch, info.head)
+            log = self.load(self.store.create_log(name))
+        return log
+
+    def load(self, info: LogInfo) -> Log:
+        """A log of the store this hub has not loaded, without its members (the caller adds
+        them)."""
+        log = self.logs[info.name] = Log(info.name, info.epoch, info.head)
         return log
 
     def publish(self, user: str, name: str, text: str, json: bool = False) -> int:
@@ -557,18 +594,22 @@ class Hub:
         log = self.logs.get(name)
         if log is None:
             log = self._log(name)
-            for member in {user, to}:
-                self.store.add_member(name, member)
-            self._conversation(log, {user, to})
-            if self.peers is not None:
-                self.peers.announce({"type": "members", "log": name, "users": [user, to],
-                                     "head": self.head_of(log)})  # fmt: skip
+            changes = [self.store.add_member(name, member) for member in sorted({user, to})]
+            if self.peers is None:
+                self._conversation(log, {user, to})
+            else:  # from the store's head as of the membership, like a join
+                head = max(change.head for change in changes)
+                self._conversation(log, {user, to}, head)
+                if any(change.changed for change in changes):
+                    self.peers.announce({"type": "members", "log": name,
+                                         "users": [user, to], "head": head})  # fmt: skip
         return name
 
     def _conversation(self, log: Log, users: Iterable[str], since: int | None = None) -> None:
         for member in users:
             log.members.add(member)
-            self._follow(log, member, since)
+            for sub in self._follow(log, member, since):
+                sub.catch_up()
 
     def history(
         self, user: str, name: str, count: int, before: int | None = None
@@ -631,11 +672,11 @@ class Hub:
             self._tell(self.logs_of(user), {"type": kind, "user": user}, skip_user=user)
         elif kind == "join":
             log = self._log(str(event["room"]))
-            if user not in log.members:
+            if not self._stale(log, user, event) and user not in log.members:
                 self._joined(log, user, int(event["head"]))
         elif kind == "leave":
             left = self.logs.get(str(event["room"]))
-            if left is not None and user in left.members:
+            if left is not None and not self._stale(left, user, event) and user in left.members:
                 self._left(left, user)
         elif kind == "members":
             log = self._log(str(event["log"]))
@@ -669,11 +710,38 @@ class Hub:
             if not subscribers and self.peers is not None:
                 self.peers.unfollow(log)
 
-    def _follow(self, log: Log, user: str, since: int | None = None) -> None:
-        """Every connection of ``user`` follows ``log`` from now on."""
+    def _follow(self, log: Log, user: str, since: int | None = None) -> list[Subscriber]:
+        """Every connection of ``user`` follows ``log`` from now on: with peers, after offset
+        ``since`` (where the membership began: what this node is yet to receive up to there is
+        skipped), else after the log's head. Returns those that are to catch up with what this
+        node received of the log since then (:meth:`Subscriber.catch_up`)."""
+        self.flush()  # what is queued goes out before they follow (they start after it)
+        behind = []
         for sub in self.online.get(user, ()):
             self._subscribe(log, sub, since)
-            sub.cursors.setdefault(log.name, log.head)
+            if log.name not in sub.cursors:
+                start = sub.cursors[log.name] = log.head if since is None else since
+                if start < log.head:
+                    behind.append(sub)
+        return behind
+
+    def _changed(self, log: Log, user: str, seq: int) -> None:
+        """This node applied (or saw the store's result of) the change ``seq`` of ``user``'s
+        membership of ``log``."""
+        if seq > log.changes.get(user, 0):
+            log.changes[user] = seq
+
+    def _stale(self, log: Log, user: str, event: dict[str, Any]) -> bool:
+        """Whether an announced join or leave is older than what this node has of that
+        membership (another node's change announced after it, or the store's answer to a change
+        made here); if not, it is recorded as the newest."""
+        seq = event.get("seq")
+        if seq is None:  # Cluster._reload's, from the store now
+            return False
+        if int(seq) <= log.changes.get(user, 0):
+            return True
+        log.changes[user] = int(seq)
+        return False
 
     def _tell(self, logs: Iterable[Log], event: dict[str, Any], skip_user: str = "") -> None:
         self.flush()  # the publications before this event go out before it

@@ -5,7 +5,8 @@ Layout (every key starts with ``wk:``):
 
 * ``wk:user:NAME`` hash (``hash``, ``created``, ``profile``, ``deleted``) and ``wk:users``, a
   sorted set of live names (paging by name); ``wk:userlogs:NAME``, the logs NAME is in.
-* ``wk:log:NAME`` hash (``epoch``, ``head``, ``created``), ``wk:logs`` (every name),
+* ``wk:log:NAME`` hash (``epoch``, ``head``, ``created``, ``mseq``: the membership sequence,
+  see :data:`MEMBER`), ``wk:logs`` (every name),
   ``wk:members:NAME`` (a set) and ``wk:stream:NAME``: the messages, a Redis stream whose entry
   ids are ``OFFSET-0``. One script (:data:`APPEND`) takes the next offset, adds the entry, trims
   by length and age and publishes it on the channel ``wk:DB:msg:NAME``: offsets are assigned
@@ -41,6 +42,7 @@ from .store import (
     USER_CACHE,
     Failed,
     LogInfo,
+    Membership,
     Stored,
     StoredMessage,
     StoreUnavailable,
@@ -109,6 +111,27 @@ end
 return redis.call('HMGET', KEYS[1], 'epoch', 'head')
 """
 
+# KEYS: members set, the user's logs, log hash. ARGV: user, log, "1" to add (else remove).
+# Returns whether the membership changed, the log's head and its membership sequence (``mseq``
+# in the log hash, bumped by each change), all as of this one atomic step.
+MEMBER = """
+local changed
+if ARGV[3] == '1' then
+  changed = redis.call('SADD', KEYS[1], ARGV[1])
+  redis.call('SADD', KEYS[2], ARGV[2])
+else
+  changed = redis.call('SREM', KEYS[1], ARGV[1])
+  redis.call('SREM', KEYS[2], ARGV[2])
+end
+local seq
+if changed == 1 then
+  seq = redis.call('HINCRBY', KEYS[3], 'mseq', 1)
+else
+  seq = tonumber(redis.call('HGET', KEYS[3], 'mseq') or '0')
+end
+return {changed, tonumber(redis.call('HGET', KEYS[3], 'head') or '0'), seq}
+"""
+
 
 def offset_of(entry_id: str) -> int:
     return int(entry_id.partition("-")[0])
@@ -173,6 +196,7 @@ class RedisStore:
         self._create_user = self.script(CREATE_USER)
         self._delete_user = self.script(DELETE_USER)
         self._create_log = self.script(CREATE_LOG)
+        self._member = self.script(MEMBER)
 
     # -- availability -------------------------------------------------------------------------
     @property
@@ -347,13 +371,16 @@ class RedisStore:
     def members(self, log: str) -> list[str]:
         return sorted(self.call("SMEMBERS", f"wk:members:{log}"))
 
-    def add_member(self, log: str, user: str) -> None:
-        self.call("SADD", f"wk:members:{log}", user)
-        self.call("SADD", f"wk:userlogs:{user}", log)
+    def add_member(self, log: str, user: str) -> Membership:
+        return self._membership(log, user, "1")
 
-    def remove_member(self, log: str, user: str) -> None:
-        self.call("SREM", f"wk:members:{log}", user)
-        self.call("SREM", f"wk:userlogs:{user}", log)
+    def remove_member(self, log: str, user: str) -> Membership:
+        return self._membership(log, user, "0")
+
+    def _membership(self, log: str, user: str, add: str) -> Membership:
+        keys = [f"wk:members:{log}", f"wk:userlogs:{user}", f"wk:log:{log}"]
+        changed, head, seq = self._member(keys, [user, log, add])
+        return Membership(bool(changed), int(head), int(seq))
 
     def commit(self) -> None:
         """Append what :meth:`append_later` queued, in one pipeline (the channel then brings

@@ -19,7 +19,7 @@ import orjson
 
 from ..errors import Unavailable, UsageError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Defaults of the multi-node engine, here so that `wirekit serve` (and every other command)
 # does not import redis-py unless --engine asks for it.
 MAX_LENGTH = 1_000_000  # messages kept per log (approximately: Redis trims whole nodes)
@@ -76,6 +76,18 @@ class UserRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Membership:
+    """What :meth:`Store.add_member` or :meth:`Store.remove_member` did, in the same atomic
+    step: whether the membership changed, the log's head then, and its membership sequence
+    (bumped by every change of the log's members: with several nodes, an announced change with
+    a lower sequence than the state a node has seen is older than that state)."""
+
+    changed: bool
+    head: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class LogInfo:
     name: str
     epoch: str
@@ -120,9 +132,11 @@ class Store(Protocol):
 
     def members(self, log: str) -> list[str]: ...
 
-    def add_member(self, log: str, user: str) -> None: ...
+    def add_member(self, log: str, user: str) -> Membership:
+        """Make ``user`` a member of ``log`` (whether or not they were already)."""
 
-    def remove_member(self, log: str, user: str) -> None: ...
+    def remove_member(self, log: str, user: str) -> Membership:
+        """``user`` is no longer a member of ``log`` (whether or not they were)."""
 
     def revoke(self, token_id: str, expires: float) -> None:
         """Refuse the token ``token_id`` from now on (kept until it would expire anyway)."""
@@ -140,7 +154,8 @@ CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY, hash TEXT NOT NULL, created REAL NOT NULL,
     profile TEXT NOT NULL DEFAULT '{}', deleted REAL);
 CREATE TABLE IF NOT EXISTS logs (
-    name TEXT PRIMARY KEY, epoch TEXT NOT NULL, head INTEGER NOT NULL, created REAL NOT NULL);
+    name TEXT PRIMARY KEY, epoch TEXT NOT NULL, head INTEGER NOT NULL, created REAL NOT NULL,
+    mseq INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS members (
     log TEXT NOT NULL, user TEXT NOT NULL, PRIMARY KEY (log, user)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS members_by_user ON members (user);
@@ -155,6 +170,7 @@ _MIGRATIONS = {  # from version N to N + 1
     1: ["ALTER TABLE messages ADD COLUMN json INTEGER NOT NULL DEFAULT 0"],
     2: ["ALTER TABLE users ADD COLUMN profile TEXT NOT NULL DEFAULT '{}'",
         "ALTER TABLE users ADD COLUMN deleted REAL"],
+    3: ["ALTER TABLE logs ADD COLUMN mseq INTEGER NOT NULL DEFAULT 0"],
 }  # fmt: skip
 
 
@@ -256,7 +272,7 @@ class SqliteStore:
 
     def create_log(self, name: str) -> LogInfo:
         self._db.execute(
-            "INSERT OR IGNORE INTO logs VALUES (?, ?, 0, ?)",
+            "INSERT OR IGNORE INTO logs (name, epoch, head, created) VALUES (?, ?, 0, ?)",
             (name, os.urandom(6).hex(), time.time()),
         )
         row = self._db.execute("SELECT name, epoch, head FROM logs WHERE name = ?", (name,))
@@ -310,11 +326,22 @@ class SqliteStore:
         rows = self._db.execute("SELECT user FROM members WHERE log = ? ORDER BY user", (log,))
         return [str(row[0]) for row in rows]
 
-    def add_member(self, log: str, user: str) -> None:
-        self._db.execute("INSERT OR IGNORE INTO members VALUES (?, ?)", (log, user))
+    def add_member(self, log: str, user: str) -> Membership:
+        cur = self._db.execute("INSERT OR IGNORE INTO members VALUES (?, ?)", (log, user))
+        return self._membership(log, cur.rowcount == 1)
 
-    def remove_member(self, log: str, user: str) -> None:
-        self._db.execute("DELETE FROM members WHERE log = ? AND user = ?", (log, user))
+    def remove_member(self, log: str, user: str) -> Membership:
+        cur = self._db.execute("DELETE FROM members WHERE log = ? AND user = ?", (log, user))
+        return self._membership(log, cur.rowcount == 1)
+
+    def _membership(self, log: str, changed: bool) -> Membership:
+        """The log's head and membership sequence, bumped if the membership ``changed``."""
+        if changed:
+            sql = "UPDATE logs SET mseq = mseq + 1 WHERE name = ? RETURNING head, mseq"
+        else:
+            sql = "SELECT head, mseq FROM logs WHERE name = ?"
+        head, seq = self._db.execute(sql, (log,)).fetchone() or (0, 0)
+        return Membership(changed, int(head), int(seq))
 
     def revoke(self, token_id: str, expires: float) -> None:
         self.generation += 1
