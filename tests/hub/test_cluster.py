@@ -625,3 +625,109 @@ async def test_a_ws_sub_to_a_topic_the_node_does_not_follow_reads_its_head_once(
     assert create_logs() == 1
     await tia.ok("pub", topic="news", data="live again")
     assert (await late.expect(lambda e: e.get("op") == "msg"))["offset"] == 7
+
+
+def test_redis_and_sqlite_stores_say_what_a_membership_change_did(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """add_member and remove_member answer, in one atomic step, whether the membership
+    changed, the log's head and its membership sequence (bumped by each change only), the
+    same in Redis (a Lua script) and SQLite."""
+    from wirekit.hub.store import Membership, SqliteStore
+
+    answers = []
+    for store in (RedisStore(redis_server.url), SqliteStore(tmp_path / "db")):
+        store.create_log("#m")
+        store.append("#m", time.time(), "ann", "one")
+        answers.append([
+            store.add_member("#m", "ann"), store.add_member("#m", "ann"),
+            store.add_member("#m", "bob"), store.remove_member("#m", "ann"),
+            store.remove_member("#m", "ann"), store.add_member("#m", "ann"),
+        ])  # fmt: skip
+        assert store.members("#m") == ["ann", "bob"]
+        store.close()
+    assert answers[0] == answers[1] == [
+        Membership(True, 1, 1), Membership(False, 1, 1), Membership(True, 1, 2),
+        Membership(True, 1, 3), Membership(False, 1, 3), Membership(True, 1, 4),
+    ]  # fmt: skip
+
+
+async def test_a_node_cut_off_from_the_events_applies_the_store_s_memberships(
+    cluster: Cluster,
+) -> None:
+    """Node B's subscription is cut off (its ACL user is disabled and its pub/sub connection
+    killed; its store connection goes on working). Meanwhile ann leaves #ops on node A, then
+    joins it again on node B, which missed the leave: B used to do nothing (she was in #ops as
+    it saw it), then reload the leave: she was out. And bob, connected to B only, joins #new, a
+    room B never saw, on node A: B's reload used to skip it, so he got none of its messages."""
+    admin = cluster.redis.client()
+    admin.execute_command("ACL", "SETUSER", "nodeb", "on", ">pw-b", "~*", "&*", "+@all")
+    (a,) = await cluster.start(1)
+    (b,) = await cluster.start(1, url=cluster.redis.url.replace("//", "//nodeb:pw-b@"))
+    ann = await cluster.chat(a, "ann")
+    bob = await cluster.chat(b, "bob")
+    token = await cluster.token(a, "bob", register=False)
+    for peer in (ann, bob):
+        await peer.send("/join #ops")
+        await peer.expect(lambda e: e.get("cmd") == "joined")
+    ann_b = await cluster.chat(b, "ann", register=False)
+
+    admin.execute_command("ACL", "SETUSER", "nodeb", "off")
+    admin.execute_command("CLIENT", "KILL", "USER", "nodeb", "TYPE", "pubsub")
+    async with asyncio.timeout(10):
+        while True:
+            async with cluster.session.get(b.base + "/readyz") as resp:
+                if resp.status == 503:
+                    break
+            await asyncio.sleep(0.05)
+    await ann.send("/join #new")  # a room B never sees before it reconnects
+    await ann.expect(lambda e: e.get("cmd") == "joined")
+    await ann.send("/leave #ops")
+    await ann.expect(lambda e: e.get("cmd") == "left")
+    await ann_b.send("/join #ops")  # B has her in #ops still
+    await ann_b.expect(lambda e: e.get("cmd") == "joined")
+    await cluster.join(a, token, "#new", "bob")
+    await ann.expect(lambda e: e.get("type") == "join" and e["user"] == "bob")
+
+    admin.execute_command("ACL", "SETUSER", "nodeb", "on")
+    await b.ready(cluster.session)
+    assert admin.smembers("wk:members:#ops") == {"ann", "bob"}
+    for node in (a, b):
+        async with cluster.session.get(
+            f"{node.base}/api/rooms/ops/members", headers={"Authorization": f"Bearer {token}"}
+        ) as resp:
+            assert {m["user"] for m in (await resp.json())["items"]} == {"ann", "bob"}, node.name
+    await ann.send("hello new")  # ann's current room is #new
+    await bob.expect(is_msg("hello new"))
+
+
+async def test_sse_on_a_topic_the_node_does_not_follow_starts_at_the_stores_head(
+    cluster: Cluster,
+) -> None:
+    """An SSE listener on a topic the node knows but does not follow (its cached head gone
+    stale) is told the store's head, and gets what comes next, not messages from before."""
+    (a,) = await cluster.start(1)
+    token = await cluster.token(a, "sal")
+    sal = await cluster.ws(a, token)
+    await sal.ok("sub", topic="news")
+    await sal.ok("unsub", topic="news")
+    for i in range(3):  # appended while the node does not follow the topic
+        await sal.ok("pub", topic="news", data=f"m{i}")
+    async with cluster.session.get(f"{a.base}/sse?topic=news&token={token}") as resp:
+        events: list[dict[str, str]] = []
+        fields: dict[str, str] = {}
+        async with asyncio.timeout(10):
+            async for raw in resp.content:
+                line = raw.decode().rstrip("\n")
+                if line:
+                    key, _, value = line.partition(": ")
+                    fields[key] = value
+                    continue
+                events.append(fields)
+                fields = {}
+                if len(events) == 1:
+                    assert orjson.loads(events[0]["data"])["head"] == 3
+                    await sal.ok("pub", topic="news", data="live")
+                else:
+                    break
+    assert (events[1]["id"], orjson.loads(events[1]["data"])["data"]) == ("4", "live")
