@@ -262,6 +262,20 @@ async def web(hub: HubFixture) -> AsyncIterator[Web]:
             raw.sock.close()
 
 
+async def sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[dict[str, str]]:
+    """The events of a text/event-stream response, each as its fields (``event``, ``id``,
+    ``data``)."""
+    fields: dict[str, str] = {}
+    async for raw in resp.content:
+        line = raw.decode().rstrip("\n")
+        if line:
+            key, _, value = line.partition(": ")
+            fields[key] = value
+        else:
+            yield fields
+            fields = {}
+
+
 async def restart(hub: HubFixture, **config: Any) -> None:
     await hub.stop()
     hub.config.update(config)

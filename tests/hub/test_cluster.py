@@ -24,7 +24,7 @@ from wirekit.hub.store import StoreUnavailable
 from wirekit.proto import ws
 
 from ..conftest import free_port
-from .conftest import Peer, RawWs, WsPeer
+from .conftest import Peer, RawWs, WsPeer, sse_events
 
 pytestmark = pytest.mark.anyio
 
@@ -188,6 +188,15 @@ class Cluster:
         async with self.session.put(url, headers=headers) as resp:
             assert resp.status in (200, 201), await resp.text()
 
+    async def not_ready(self, node: Node) -> str:
+        """Wait until ``node`` says it is not ready (``/readyz`` 503); its reason."""
+        async with asyncio.timeout(10):
+            while True:
+                async with self.session.get(node.base + "/readyz") as resp:
+                    if resp.status == 503:
+                        return str((await resp.json())["reason"])
+                await asyncio.sleep(0.05)
+
     async def close(self) -> None:
         for peer in self.peers:
             await peer.close()
@@ -326,13 +335,7 @@ async def test_redis_restart_not_ready_then_resume_without_loss(cluster: Cluster
         assert (await bob.expect(lambda e: e.get("op") == "msg"))["offset"] == i + 1
 
     cluster.redis.stop()
-    async with asyncio.timeout(10):
-        while True:
-            async with cluster.session.get(a.base + "/readyz") as resp:
-                if resp.status == 503:
-                    assert "redis" in (await resp.json())["reason"]
-                    break
-            await asyncio.sleep(0.1)
+    assert "redis" in await cluster.not_ready(a)
     await ann.send("while down")
     error = await ann.expect(lambda e: e.get("type") == "error")
     assert error["code"] == "unavailable"
@@ -455,12 +458,7 @@ async def test_a_node_cut_off_from_redis_reloads_the_memberships_it_missed(
 
     admin.execute_command("ACL", "SETUSER", "nodeb", "off")
     admin.execute_command("CLIENT", "KILL", "USER", "nodeb")
-    async with asyncio.timeout(10):
-        while True:
-            async with cluster.session.get(b.base + "/readyz") as resp:
-                if resp.status == 503:
-                    break
-            await asyncio.sleep(0.05)
+    await cluster.not_ready(b)
     await cy.send("/join #ops")
     await ann.expect(lambda e: e.get("type") == "join" and e["user"] == "cy")
     await dan.send("/leave #ops")
@@ -677,12 +675,7 @@ async def test_a_node_cut_off_from_the_events_applies_the_store_s_memberships(
 
     admin.execute_command("ACL", "SETUSER", "nodeb", "off")
     admin.execute_command("CLIENT", "KILL", "USER", "nodeb", "TYPE", "pubsub")
-    async with asyncio.timeout(10):
-        while True:
-            async with cluster.session.get(b.base + "/readyz") as resp:
-                if resp.status == 503:
-                    break
-            await asyncio.sleep(0.05)
+    await cluster.not_ready(b)
     await ann.send("/join #new")  # a room B never sees before it reconnects
     await ann.expect(lambda e: e.get("cmd") == "joined")
     await ann.send("/leave #ops")
@@ -724,16 +717,9 @@ async def test_sse_on_a_topic_the_node_does_not_follow_starts_at_the_stores_head
         await sal.ok("pub", topic="news", data=f"m{i}")
     async with cluster.session.get(f"{a.base}/sse?topic=news&token={token}") as resp:
         events: list[dict[str, str]] = []
-        fields: dict[str, str] = {}
         async with asyncio.timeout(10):
-            async for raw in resp.content:
-                line = raw.decode().rstrip("\n")
-                if line:
-                    key, _, value = line.partition(": ")
-                    fields[key] = value
-                    continue
+            async for fields in sse_events(resp):
                 events.append(fields)
-                fields = {}
                 if len(events) == 1:
                     assert orjson.loads(events[0]["data"])["head"] == 3
                     await sal.ok("pub", topic="news", data="live")

@@ -15,7 +15,7 @@ from wirekit.io.tls import client_context
 from wirekit.proto import ws
 
 from ..conftest import free_port
-from .conftest import HubFixture, Web, restart
+from .conftest import HubFixture, Web, restart, sse_events
 
 pytestmark = pytest.mark.anyio
 
@@ -214,16 +214,9 @@ async def test_sse_streams_and_resumes_from_last_event_id(hub: HubFixture, web: 
         events: list[tuple[str, str, str]] = []
         async with web.session.get(web.base + "/sse?topic=news", headers=headers) as resp:
             assert resp.headers["Content-Type"].startswith("text/event-stream")
-            fields: dict[str, str] = {}
             async with asyncio.timeout(5):
-                async for raw in resp.content:
-                    line = raw.decode().rstrip("\n")
-                    if line:
-                        key, _, value = line.partition(": ")
-                        fields[key] = value
-                        continue
+                async for fields in sse_events(resp):
                     events.append((fields.get("id", ""), fields["event"], fields["data"]))
-                    fields = {}
                     if len(events) == count:
                         return events
         return events
