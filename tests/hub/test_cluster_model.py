@@ -592,7 +592,7 @@ def settled(model: ClusterModel) -> None:
         model.teardown()
 
 
-def test_a_stale_join_from_another_node_undoes_a_later_leave() -> None:
+def test_a_stale_join_from_another_node_does_not_undo_a_later_leave() -> None:
     """ann joins #a on node 0; node 1, yet to hear of it, lets her join again; she leaves on
     node 0. Node 1's join used to be announced, and node 0 put her back in #a on hearing it,
     for good (the store and node 1 had her out). Now the store says that join changed nothing
@@ -605,7 +605,7 @@ def test_a_stale_join_from_another_node_undoes_a_later_leave() -> None:
     settled(model)
 
 
-def test_a_join_on_a_node_yet_to_hear_of_a_leave_is_lost() -> None:
+def test_a_join_on_a_node_yet_to_hear_of_a_leave_holds() -> None:
     """ann leaves #a on node 1 and joins it again on node 0 before node 0 hears of the leave.
     Node 0 still had her in #a and did nothing, then applied the leave: she was out. Now the
     store says the join changed the membership: it is announced, and node 0 ignores the leave,
@@ -632,7 +632,7 @@ def test_a_log_followed_while_the_subscription_reconnects_is_received() -> None:
     settled(model)
 
 
-def test_a_node_cut_off_misses_a_room_it_had_not_loaded() -> None:
+def test_a_node_cut_off_loads_a_room_created_meanwhile() -> None:
     """bob is connected to node 1 only; while node 1 is cut off, he joins #b (a room node 1
     never loaded) on node 0. The reload used to skip #b, so his connection never followed it
     (and a later use of #b on node 1 created it without its members); now it loads it."""
@@ -644,7 +644,7 @@ def test_a_node_cut_off_misses_a_room_it_had_not_loaded() -> None:
     settled(model)
 
 
-def test_a_rejoin_announced_with_a_lagging_head_repeats_messages() -> None:
+def test_a_rejoin_on_a_lagging_node_repeats_no_message() -> None:
     """Node 0 follows #a but has not yet received message 1 when bob leaves #a and joins it
     again there: the join used to carry node 0's head (0), and bob's connection on node 1, which
     had message 1, got it again. Now it carries the store's head as of the join (1)."""
