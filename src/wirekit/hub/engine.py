@@ -740,7 +740,7 @@ class Hub:
             return False
         if int(seq) <= log.changes.get(user, 0):
             return True
-        log.changes[user] = int(seq)
+        self._changed(log, user, int(seq))
         return False
 
     def _tell(self, logs: Iterable[Log], event: dict[str, Any], skip_user: str = "") -> None:

@@ -538,21 +538,23 @@ class WebFront:
             return problem(400, "usage", "Last-Event-ID and since are offsets: integers >= 0")
         hub = self.service.hub
         sub = SseSubscriber(self.service, user)
-        try:
-            hub.open_log(user, name)  # may they read it?
+        try:  # may they read it? (the store's head if this node did not follow it)
+            log_ = hub.subscribe(sub, name)
         except HubError as exc:
             return problem(HUB_STATUS.get(exc.code, 400), exc.code, str(exc))
-        response = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no"})  # fmt: skip
-        await response.prepare(request)
+        # What comes in until resume() below is not written (sub has no cursor yet): resume
+        # replays it from the head as of now.
+        head = log_.head
         transport = request.transport
         assert transport is not None
         try:
-            log_ = hub.subscribe(sub, name)  # the store's head if this node did not follow it
-            hello = {"topic": name, "head": log_.head, "epoch": log_.epoch}
+            response = web.StreamResponse(headers={
+                "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no"})  # fmt: skip
+            await response.prepare(request)
+            hello = {"topic": name, "head": head, "epoch": log_.epoch}
             await response.write(b"event: hello\ndata: " + orjson.dumps(hello) + b"\n\n")
-            hub.resume(sub, name, log_.head if since is None else int(since), None)
+            hub.resume(sub, name, head if since is None else int(since), None)
             await self._stream(sub, response, cast(Connection, transport.get_protocol()))
         finally:
             hub.unsubscribe(sub, name)

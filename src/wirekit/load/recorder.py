@@ -74,23 +74,20 @@ class FastHistogram:
         """Bucket index -> count, for the buckets that have any."""
         return {i: c for i, c in enumerate(self._counts()) if c}
 
-    def record(self, value: int) -> None:
+    def _index(self, value: int) -> int:
         bucket = (value | self._mask).bit_length() - self._offset
-        self.counts[((bucket + 1) << self._magnitude) + (value >> bucket) - self._half] += 1
+        return ((bucket + 1) << self._magnitude) + (value >> bucket) - self._half
+
+    def record(self, value: int) -> None:
+        self.counts[self._index(value)] += 1
 
     def add(self, counts: Counter[int]) -> None:
         """Record ``counts`` (microseconds -> how many, from :func:`microseconds`), each value
         clamped to the range: one bucket computation per distinct value."""
         self._unpark()
-        buckets, mask, offset = self.counts, self._mask, self._offset
-        magnitude, half = self._magnitude, self._half
+        buckets, index = self.counts, self._index
         for value, n in counts.items():
-            if value < LOWEST_US:
-                value = LOWEST_US
-            elif value > HIGHEST_US:
-                value = HIGHEST_US
-            bucket = (value | mask).bit_length() - offset
-            buckets[((bucket + 1) << magnitude) + (value >> bucket) - half] += n
+            buckets[index(min(max(value, LOWEST_US), HIGHEST_US))] += n
 
     def to_hdr(self) -> HdrHistogram:
         h = histogram(self.digits)
