@@ -365,6 +365,45 @@ def run_fanout(
     }
 
 
+def kernel_floor(load: Path, n: int, size: int, rounds: int = 5) -> dict[str, Any]:
+    """What the kernel alone costs one fan-out on this machine (``hub_load floor``): one
+    ``size``-byte send to each of ``n`` loopback TCP sockets, with no server and no reader
+    (median of ``rounds``). A server cannot hand a message to its i-th subscriber sooner than i
+    sends after it starts, so the 99th percentile of its deliveries is at least 0.99 x n sends
+    after the publication arrives: ``p99_floor_ms``, whatever the server is written in."""
+    out = subprocess.run(
+        [str(load), "floor", str(n), str(size), str(rounds)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    per_round = json.loads(out.stdout)["us_per_send"]
+    us = statistics.median(per_round)
+    return {
+        "n": n,
+        "bytes": size,
+        "us_per_send": us,
+        "us_per_send_rounds": per_round,
+        "fanout_ms": us * n / 1000,
+        "p99_floor_ms": 0.99 * us * n / 1000,
+    }
+
+
+def print_floors(floors: Mapping[int, Mapping[str, Any]]) -> None:
+    """The :func:`kernel_floor` of each N, as a report section."""
+    size = next(iter(floors.values()))["bytes"]
+    print(
+        f"\nkernel floor (hub_load floor, no server): one {size}-byte send to each of N loopback "
+        "TCP sockets; no server's p99 at any rate can be lower than 0.99 x that"
+    )
+    for n, f in floors.items():
+        print(
+            f"  N={n}: {f['us_per_send']:.2f} us per send, {f['fanout_ms']:.1f} ms per fan-out, "
+            f"p99 floor {f['p99_floor_ms']:.1f} ms"
+        )
+
+
 def run_hold(
     load: Path, proto: str, pid: int, port: int, token: str, tmp: Path, *, count: int
 ) -> dict[str, Any]:

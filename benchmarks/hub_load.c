@@ -2,6 +2,7 @@
  *
  * usage: hub_load fanout PROTO HOST PORT N SECONDS ROUNDS WINDOW HALF_SECONDS TOKEN
  *        hub_load hold   PROTO HOST PORT N TIMEOUT TOKEN
+ *        hub_load floor  N BYTES ROUNDS
  * PORT may be FIRST+COUNT: connections are spread over COUNT consecutive listening ports.
  * PROTO: wirekit (JSON lines, /auth TOKEN; the token's user is already in #bench),
  *        irc (NICK/USER/JOIN #bench; the publisher OPERs as bench/benchpass and sets +F so that
@@ -22,6 +23,12 @@
  *
  * hold: connects N clients, waits until each is logged in, prints "ready N", then keeps them
  * open (answering PINGs) until stdin closes or TIMEOUT seconds pass.
+ *
+ * floor: the kernel's share of one fan-out on this machine, with no server and no reader:
+ * N loopback TCP connections to itself; each of ROUNDS rounds times one send() of BYTES to
+ * each of the N accepted sockets (the receive side is drained between rounds, untimed). Prints
+ * {"n":N,"bytes":BYTES,"us_per_send":[per round]} as JSON. No server can write one message to
+ * N subscribers faster than N sends, so its last subscribers wait that long.
  *
  * One thread, epoll, non-blocking sockets: cheap enough to never be what a Python server waits
  * on. Every loop is bounded in time. Env: HUB_LOAD_VERBOSE=1 reports login progress on stderr;
@@ -605,10 +612,47 @@ static int hold(int n, double timeout_s) {
     return 0;
 }
 
+static int floor_sends(int n, int bytes, int rounds) {
+    if (n < 1 || bytes < 1 || bytes > RBUF || rounds < 1) die("floor: N >= 1, 1 <= BYTES <= 256 KiB, ROUNDS >= 1");
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) < 0 || listen(ls, 4096) < 0
+        || getsockname(ls, (struct sockaddr *)&a, &alen) < 0) die("floor: listen");
+    int *cli = calloc((size_t)n, sizeof(int)), *srv = calloc((size_t)n, sizeof(int));
+    for (int i = 0; i < n; i++) {
+        cli[i] = socket(AF_INET, SOCK_STREAM, 0);
+        if (cli[i] < 0 || connect(cli[i], (struct sockaddr *)&a, sizeof a) < 0) die("floor: connect");
+        if ((srv[i] = accept(ls, NULL, NULL)) < 0) die("floor: accept");
+        int one = 1;
+        setsockopt(srv[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    memset(rbuf, 'x', (size_t)bytes);
+    printf("{\"n\":%d,\"bytes\":%d,\"us_per_send\":[", n, bytes);
+    for (int r = 0; r < rounds; r++) {
+        uint64_t t0 = now_ns();
+        for (int i = 0; i < n; i++)
+            if (send(srv[i], rbuf, (size_t)bytes, 0) != bytes) die("floor: send");
+        uint64_t t1 = now_ns();
+        printf("%s%.3f", r ? "," : "", (double)(t1 - t0) / n / 1e3);
+        for (int i = 0; i < n; i++)
+            for (ssize_t got = 0; got < bytes;) {
+                ssize_t k = recv(cli[i], rbuf + PART, (size_t)(bytes - got), 0);
+                if (k <= 0) die("floor: recv");
+                got += k;
+            }
+    }
+    printf("]}\n");
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 5 && strcmp(argv[1], "floor") == 0)
+        return floor_sends(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
     if (argc < 7) {
         fprintf(stderr, "usage: %s fanout PROTO HOST PORT N SECONDS ROUNDS WINDOW HALF_SECONDS TOKEN\n"
-                        "       %s hold PROTO HOST PORT N TIMEOUT TOKEN\n", argv[0], argv[0]);
+                        "       %s hold PROTO HOST PORT N TIMEOUT TOKEN\n"
+                        "       %s floor N BYTES ROUNDS\n", argv[0], argv[0], argv[0]);
         return 2;
     }
     const char *mode = argv[1], *p = argv[2];
