@@ -147,9 +147,10 @@ class Second:
 class Recorder:
     """Latencies are kept as raw nanoseconds while their second lasts, and go into the
     histograms when another second starts or the histograms are read (:attr:`corrected`,
-    :attr:`uncorrected`, :attr:`seconds`): a response costs two list appends on the hot path
-    instead of three histogram updates, and a second's latencies are counted per distinct
-    microsecond in C (:func:`microseconds`) before any bucket is computed."""
+    :attr:`uncorrected`, :attr:`seconds`): a response costs one list append on the hot path
+    (three when it was sent later than intended) instead of three histogram updates, and a
+    second's latencies are counted per distinct microsecond in C (:func:`microseconds`) before
+    any bucket is computed."""
 
     __slots__ = (
         "_completed",
@@ -158,7 +159,8 @@ class Recorder:
         "_current_end",
         "_current_start",
         "_pending",
-        "_pending_uncorrected",
+        "_shifted_corrected",
+        "_shifted_uncorrected",
         "_seconds",
         "_uncorrected",
         "bytes_in",
@@ -189,7 +191,11 @@ class Recorder:
         self._current = Second()
         self._current_start = self._current_end = 0
         self._pending: list[int] = []
-        self._pending_uncorrected: list[int] = []
+        # The responses sent later than intended (open model): their corrected latency, and
+        # their uncorrected one. Each other response's uncorrected latency is its corrected
+        # one (always, in a closed model), so it is recorded once.
+        self._shifted_corrected: list[int] = []
+        self._shifted_uncorrected: list[int] = []
 
     @property
     def corrected(self) -> FastHistogram:
@@ -219,12 +225,16 @@ class Recorder:
             corrected = microseconds(pending)
             self._corrected.add(corrected)
             self._current.latency.add(corrected)
-            uncorrected = self._pending_uncorrected  # the same in a closed model
-            self._uncorrected.add(
-                corrected if uncorrected == pending else microseconds(uncorrected)
-            )
+            if self._shifted_corrected:
+                uncorrected = corrected.copy()
+                uncorrected.subtract(microseconds(self._shifted_corrected))
+                uncorrected.update(microseconds(self._shifted_uncorrected))
+                self._shifted_corrected = []
+                self._shifted_uncorrected = []
+            else:
+                uncorrected = corrected
+            self._uncorrected.add(uncorrected)
             self._pending = []
-            self._pending_uncorrected = []
 
     def second(self, now_ns: int) -> Second:
         """The second of ``now_ns``, which becomes the one responses are recorded in."""
@@ -249,8 +259,11 @@ class Recorder:
         sec = self._current
         if not self._current_start <= done < self._current_end:
             sec = self.second(done)
-        self._pending.append(done - intended)
-        self._pending_uncorrected.append(done - sent)
+        latency = done - intended
+        self._pending.append(latency)
+        if sent != intended:
+            self._shifted_corrected.append(latency)
+            self._shifted_uncorrected.append(done - sent)
         if size:
             self.bytes_in += size
             sec.bytes_in += size
