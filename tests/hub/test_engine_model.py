@@ -2,7 +2,7 @@
 connects, disconnects and congested subscribers keeps every log in one total order with
 contiguous offsets, and every subscriber sees each room in order, without gaps it cannot catch
 up and without duplicates. The same machine runs with batched delivery (publications queued
-until a flush, which may come at any step)."""
+until a flush, which may come at any step, whole or a few subscribers at a time)."""
 
 from __future__ import annotations
 
@@ -23,14 +23,16 @@ ROOMS = st.sampled_from(["#a", "#b"])
 
 
 class FakeSubscriber(Subscriber):
-    __slots__ = ("congested_now", "received")
+    __slots__ = ("congested_now", "received", "writes")
 
     def __init__(self, hub: Hub, user: str) -> None:
         super().__init__(hub, user, "json")
         self.congested_now = False
         self.received: list[dict[str, object]] = []
+        self.writes = 0
 
     def write(self, data: bytes) -> None:
+        self.writes += 1
         events = [json.loads(line) for line in data.splitlines()]  # a batch: several lines
         first = events[0]
         if first["type"] == "msg":  # each write continues the room right after the cursor
@@ -146,6 +148,12 @@ class HubModel(RuleBasedStateMachine):
         self.hub.flush()
         self.awake = False
 
+    @rule(budget=st.integers(1, 3))
+    def flush_some(self, budget: int) -> None:
+        """One step of a delivery pass (the service's flush): a few subscribers at a time,
+        with publications arriving between steps; it asks again while some are left."""
+        self.awake = self.hub.flush_some(budget)
+
     @invariant()
     def a_batch_waits_for_a_flush_it_asked_for(self) -> None:
         queued = [log for log in self.hub.logs.values() if log.queued]
@@ -187,3 +195,45 @@ class BatchedHubModel(HubModel):
 
 TestBatchedHubModel = BatchedHubModel.TestCase
 TestBatchedHubModel.settings = TestHubModel.settings
+
+
+def test_a_publication_queued_during_a_pass_reaches_everyone_once_and_in_order() -> None:
+    """A delivery pass cut into steps (Hub.flush_some): what is published between two steps
+    goes, in the same write as the rest of the queue, to the subscribers the pass has yet to
+    reach, and to those it already passed in the next pass; nobody gets anything twice."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqliteStore(tmp)
+        woken: list[bool] = []
+        hub = Hub(store, Limits(), wake=lambda: woken.append(True))
+        users = ("ann", "bob", "cy")
+        for user in users:
+            store.create_user(user, "x")
+            hub.join(user, "#a")
+        subs = [FakeSubscriber(hub, user) for user in users]
+        for sub in subs:
+            hub.attach(sub)
+        order = list(hub.logs["#a"].subscribers)  # the order a pass takes (a set's)
+
+        def texts(sub: FakeSubscriber) -> list[object]:
+            return [e["text"] for e in sub.received if e["type"] == "msg"]
+
+        writes = {sub: sub.writes for sub in subs}  # join and online events so far
+        hub.publish("ann", "#a", "one")
+        assert woken == [True]
+        assert hub.flush_some(1)  # the pass has two subscribers to go
+        assert [texts(s) for s in order] == [["one"], [], []]
+        hub.publish("bob", "#a", "two")  # between two steps
+        assert woken == [True]  # the queue was not empty: the caller is to go on anyway
+        assert hub.flush_some(2)  # the pass is over; "two" is left for the first subscriber
+        assert [texts(s) for s in order] == [["one"], ["one", "two"], ["one", "two"]]
+        assert [s.writes - writes[s] for s in order] == [1, 1, 1]  # the queue in one write
+        assert hub.flush_some(1)  # the next pass: only the first subscriber lacks "two"
+        assert [texts(s) for s in order] == [["one", "two"]] * 3
+        hub.publish("cy", "#a", "three")  # the others have "two": they get "three" alone
+        assert hub.flush_some(2)
+        assert [texts(s) for s in order] == [["one", "two"]] + [["one", "two", "three"]] * 2
+        assert not hub.flush_some(5)
+        assert [texts(s) for s in order] == [["one", "two", "three"]] * 3
+        assert [s.writes - writes[s] for s in order] == [3, 2, 2]
+        assert not hub.logs["#a"].queued and hub.deliveries == 9
+        store.close()

@@ -10,9 +10,11 @@ the log by offset (:meth:`Subscriber.catch_up`); if it stays behind longer than
 ``Limits.behind_timeout`` the front disconnects it (:meth:`Hub.overdue`).
 
 Batches: with a ``wake`` callback, :meth:`Hub.publish` queues the publication on its log and
-calls ``wake``; the caller then runs :meth:`Hub.flush` soon (before its coalesced writes go
-out), which hands each log's queued publications to every live subscriber as one write of
-their joined bytes: a subscriber costs one check and one write per batch, not per message.
+calls ``wake``; the caller then runs :meth:`Hub.flush_some` soon (before its coalesced writes
+go out), and again while it returns true, which hands each log's queued publications to every
+live subscriber as one write of their joined bytes: a subscriber costs one check and one write
+per batch, not per message. A big log's subscribers are handed them in passes, a few hundred
+per call, so that publications arriving meanwhile join the pass under way.
 Events that are not logged (presence, membership) flush first, and a reply to one connection
 takes what is queued for it first (:meth:`Hub.overtake`), so each connection still sees
 everything in the order it happened. Without ``wake`` each publication is delivered at once.
@@ -138,7 +140,18 @@ def message_event(log: Log, msg: StoredMessage, **extra: Any) -> dict[str, Any]:
 
 
 class Log:
-    __slots__ = ("changes", "epoch", "head", "members", "name", "queued", "subscribers")
+    __slots__ = (
+        "changes",
+        "epoch",
+        "head",
+        "members",
+        "name",
+        "pass_at",
+        "pass_last",
+        "pass_order",
+        "queued",
+        "subscribers",
+    )
 
     def __init__(self, name: str, epoch: str, head: int) -> None:
         self.name = name
@@ -150,6 +163,11 @@ class Log:
         self.changes: dict[str, int] = {}
         self.subscribers: set[Subscriber] = set()
         self.queued: list[tuple[int, Encoded]] = []  # published, not yet delivered (batches)
+        # The delivery pass under way over the subscribers (Hub.flush_some): who, in what
+        # order, how many have been handed the queue, and its last offset when the pass began.
+        self.pass_order: list[Subscriber] = []
+        self.pass_at = 0
+        self.pass_last = 0
 
     @property
     def private(self) -> bool:
@@ -551,35 +569,60 @@ class Hub:
                     sub.deliver(log, offset, encoded)
 
     def flush(self) -> None:
-        """Deliver the queued publications (batched delivery): to each live subscriber that is
-        right before a log's batch, the batch's joined bytes in one write; the others take it
-        message by message (:meth:`Subscriber.deliver` skips, or lets them fall behind)."""
-        if not self._queued:
-            return
-        logs, self._queued = self._queued, []
-        for log in logs:
-            batch, log.queued = log.queued, []
-            name = log.name
-            before, last = batch[0][0] - 1, batch[-1][0]
-            joined: dict[Wire, bytes] = {}
-            whole = 0  # subscribers that took the batch in one write
-            for sub in log.subscribers:
-                if (
-                    sub.behind_since is None
-                    and not sub.congested
-                    and sub.cursors.get(name) == before
-                ):
-                    mode = sub.mode
-                    data = joined.get(mode)
+        """Deliver every queued publication now (the passes under way are completed)."""
+        while self.flush_some(1 << 62):
+            pass
+
+    def flush_some(self, budget: int) -> bool:
+        """Deliver queued publications to up to ``budget`` subscribers (batched delivery);
+        returns whether some are still to be delivered.
+
+        Each log with a queue goes through its subscribers in passes: a live subscriber whose
+        cursor is within the queue gets the rest of it, joined, in one write; the others take
+        it message by message (:meth:`Subscriber.deliver` skips, or lets them fall behind).
+        A publication queued while a pass is under way goes to the subscribers this pass has
+        yet to reach, and to the others in the next pass. So when a pass is cut into steps
+        (the caller reads its sockets in between), a message waits at most about one pass,
+        not for the pass under way to end and then for its own."""
+        queued = self._queued
+        while queued and budget > 0:
+            log = queued[0]
+            batch, name = log.queued, log.name
+            if not log.pass_order:  # a new pass
+                log.pass_order = list(log.subscribers)
+                log.pass_at, log.pass_last = 0, batch[-1][0]
+            order, start = log.pass_order, log.pass_at
+            end = min(len(order), start + budget)
+            first, last = batch[0][0], batch[-1][0]
+            joined: dict[tuple[int, Wire], bytes] = {}
+            delivered = 0
+            for sub in order[start:end]:
+                cursor = sub.cursors.get(name)
+                if cursor is None or cursor >= last:
+                    continue  # no longer follows the log (its cursor went), or has them all
+                if sub.behind_since is None and not sub.congested and cursor >= first - 1:
+                    key = (cursor, sub.mode)
+                    data = joined.get(key)
                     if data is None:
-                        data = joined[mode] = b"".join([e.data(mode) for _, e in batch])
+                        data = joined[key] = b"".join(
+                            [e.data(sub.mode) for offset, e in batch if offset > cursor]
+                        )
                     sub.write(data)
                     sub.cursors[name] = last
-                    whole += 1
+                    delivered += last - cursor
                 else:
                     for offset, encoded in batch:
                         sub.deliver(log, offset, encoded)
-            self.deliveries += whole * len(batch)
+            self.deliveries += delivered
+            budget -= end - start
+            log.pass_at = end
+            if end == len(order):  # the pass is over: everyone has what was queued before it
+                log.pass_order = []
+                log.queued = [entry for entry in batch if entry[0] > log.pass_last]
+                queued.pop(0)
+                if log.queued:
+                    queued.append(log)  # its next pass comes after the other logs' turn
+        return bool(queued)
 
     def private(self, user: str, to: str, text: str, json: bool = False) -> int:
         return self.publish(user, self.conversation(user, to), text, json)

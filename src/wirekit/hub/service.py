@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("wirekit.hub")
 
 OVERDUE_PERIOD = 1.0
+# Subscribers handed queued publications per loop turn: a delivery pass over a big room is cut
+# into steps, with the sockets read in between (see Hub.flush_some).
+FANOUT_STEP = 512
 
 
 @dataclass
@@ -160,9 +163,10 @@ class HubService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._overdue: asyncio.TimerHandle | None = None
 
-    def _before_flush(self) -> None:
-        self.hub.flush()
+    def _before_flush(self) -> bool:
+        more = self.hub.flush_some(FANOUT_STEP)
         self.store.commit()
+        return more
 
     @property
     def not_ready(self) -> str:

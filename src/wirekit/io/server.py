@@ -77,12 +77,13 @@ class Flusher:
     then commit what is about to be delivered), then writes each dirty connection's queue in
     one system call. What arrives while a flush runs waits for the next one, so the busier the
     loop, the more each write carries. :meth:`request` asks for a flush with nothing dirty yet
-    (work queued for ``before``).
+    (work queued for ``before``). When ``before`` returns true it has more to do: another
+    flush follows on the next loop turn, after the sockets have been read.
     """
 
     __slots__ = ("_dirty", "_scheduled", "before")
 
-    def __init__(self, before: Callable[[], None] | None = None) -> None:
+    def __init__(self, before: Callable[[], bool] | None = None) -> None:
         self.before = before
         self._dirty: list[Connection] = []
         self._scheduled = False
@@ -98,12 +99,13 @@ class Flusher:
         asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
-        if self.before is not None:
-            self.before()  # may queue more sends: they go out in this flush
+        more = self.before is not None and self.before()  # its sends go out in this flush
         dirty, self._dirty = self._dirty, []
         self._scheduled = False
         for conn in dirty:
             conn.flush()
+        if more:
+            self.request()
 
 
 class Connection(asyncio.Protocol):
