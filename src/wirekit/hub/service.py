@@ -42,7 +42,7 @@ log = logging.getLogger("wirekit.hub")
 OVERDUE_PERIOD = 1.0
 # Subscribers handed queued publications per loop turn: a delivery pass over a big room is cut
 # into steps, with the sockets read in between (see Hub.flush_some).
-FANOUT_STEP = 512
+FANOUT_STEP = 128
 
 
 @dataclass
