@@ -221,7 +221,7 @@ async def test_coalesced_writes_go_out_once_per_turn_after_before_flush() -> Non
     server = TcpServer(
         lambda conn: track(Burst(conn)),
         framing="line",
-        flusher=Flusher(lambda: events.append("before_flush")),
+        flusher=Flusher(lambda: events.append("before_flush") or False),
     )
     async with server:
         await server.start("127.0.0.1", 0)
@@ -235,6 +235,26 @@ async def test_coalesced_writes_go_out_once_per_turn_after_before_flush() -> Non
             assert b"".join(writes) == b"".join(lines)
         writer.close()
         await writer.wait_closed()
+
+
+async def test_a_flusher_whose_before_has_more_flushes_again_on_a_later_turn() -> None:
+    """``before`` returning true (more to hand out than one turn's share) gets another flush,
+    on a later loop turn: what was already due (the sockets' reads) runs in between."""
+    turns: list[str] = []
+    left = 3
+
+    def before() -> bool:
+        nonlocal left
+        left -= 1
+        turns.append("flush")
+        return left > 0
+
+    flusher = Flusher(before)
+    flusher.request()
+    asyncio.get_running_loop().call_soon(turns.append, "other")  # due after the first flush
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert turns == ["flush", "other", "flush", "flush"]
 
 
 class Ticker(Handler):
