@@ -32,6 +32,35 @@ BUILD = HERE / "build"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+CGROUP_V1, CGROUP_V2 = Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")
+CFS_PERIOD_US = 10_000  # short, so that a throttled process waits at most this long
+
+
+def cpu_cgroup(cores: float, stack: contextlib.ExitStack) -> Path:
+    """A new cgroup limited to ``cores`` CPUs (CFS quota), removed by ``stack`` once the
+    processes put in it (:func:`join_cgroup`) have stopped. Needs root and the cpu controller."""
+    quota = max(1000, round(cores * CFS_PERIOD_US))
+    name = f"wirekit-bench-{os.getpid()}-{random.randrange(1 << 30)}"
+    if (CGROUP_V1 / "cpu.cfs_quota_us").exists():
+        group = CGROUP_V1 / name
+        group.mkdir()
+        (group / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+        (group / "cpu.cfs_quota_us").write_text(str(quota))
+    elif "cpu" in (CGROUP_V2 / "cgroup.subtree_control").read_text().split():
+        group = CGROUP_V2 / name
+        group.mkdir()
+        (group / "cpu.max").write_text(f"{quota} {CFS_PERIOD_US}")
+    else:
+        raise SystemExit("capping CPU needs the cgroup cpu controller (v1, or v2 enabled)")
+    stack.callback(group.rmdir)
+    return group
+
+
+def join_cgroup(pid: int, group: Path) -> None:
+    """Move process ``pid`` (all its threads; its later children follow) into ``group``."""
+    (group / "cgroup.procs").write_text(str(pid))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -52,7 +52,9 @@ from bench_common import (
     Phases,
     build_c,
     chat_token,
+    cpu_cgroup,
     free_port_range,
+    join_cgroup,
     machine,
     package_version,
     raise_nofile,
@@ -72,30 +74,9 @@ CONFIGS = {
 }
 TARGET_REDIS1, TARGET_REDIS2 = 0.7, 1.3  # redis1 / embedded, redis2 / redis1
 PROCS = ("node A", "node B", "redis", "load", "other")
-CGROUP_V1, CGROUP_V2 = Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")
-CFS_PERIOD_US = 10_000  # short, so that a throttled node waits at most this long
 
 
 # -- processes ------------------------------------------------------------------------------
-def cap_cores(pid: int, cores: float, stack: contextlib.ExitStack) -> None:
-    """Put process ``pid`` in a cgroup of its own limited to ``cores`` CPUs (removed by
-    ``stack`` once the process has stopped)."""
-    quota = max(1000, round(cores * CFS_PERIOD_US))
-    if (CGROUP_V1 / "cpu.cfs_quota_us").exists():
-        group = CGROUP_V1 / f"wirekit-bench-{pid}"
-        group.mkdir()
-        (group / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
-        (group / "cpu.cfs_quota_us").write_text(str(quota))
-    elif "cpu" in (CGROUP_V2 / "cgroup.subtree_control").read_text().split():
-        group = CGROUP_V2 / f"wirekit-bench-{pid}"
-        group.mkdir()
-        (group / "cpu.max").write_text(f"{quota} {CFS_PERIOD_US}")
-    else:
-        raise SystemExit("--node-cores needs the cgroup cpu controller (v1, or v2 enabled)")
-    stack.callback(group.rmdir)
-    (group / "cgroup.procs").write_text(str(pid))
-
-
 def wait_ready(http_port: int, proc: subprocess.Popen[Any], log: Path) -> None:
     """Until the node's /readyz answers 200 (its Redis subscription is up)."""
     url = f"http://127.0.0.1:{http_port}/readyz"
@@ -176,7 +157,7 @@ def run_config(
         first = free_port_range(2) if config == "redis2" else None
         node_a, ports_a, logs["node A"] = start_wirekit(tmp, *extra, chat_port=first)
         if node_cores is not None:
-            cap_cores(node_a.pid, node_cores, stack)
+            join_cgroup(node_a.pid, cpu_cgroup(node_cores, stack))
         stack.callback(stop, node_a)
         wait_ready(ports_a["http"], node_a, logs["node A"])
         token = chat_token(ports_a["chat"])  # registers the user, who joins ROOM
@@ -185,7 +166,7 @@ def run_config(
         if first is not None:
             node_b, ports_b, logs["node B"] = start_wirekit(tmp, *extra, chat_port=first + 1)
             if node_cores is not None:
-                cap_cores(node_b.pid, node_cores, stack)
+                join_cgroup(node_b.pid, cpu_cgroup(node_cores, stack))
             stack.callback(stop, node_b)
             wait_ready(ports_b["http"], node_b, logs["node B"])
             others["node B"] = node_b.pid

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench_common import TICK, free_port, machine, machine_busy_seconds
+from bench_common import TICK, cpu_cgroup, free_port, join_cgroup, machine, machine_busy_seconds
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent  # the venv's bin: wirekit, pip, locust
@@ -50,6 +50,7 @@ CONNS, SECONDS, ROUNDS = 50, 8, 3
 RSS_RATE, RSS_SECONDS, RSS_LONG_SECONDS, RSS_LIMIT_MB = 20_000, 60, 600, 150
 FILE_PATH, FILE_BODY = "/small.txt", (b"wirekit load benchmark: a small static file. " * 3)[:100]
 SAMPLE_PERIOD = 0.25
+CAP_CORES = 0.5  # each tool's CPU in the equal-budget comparison
 SATURATED = 0.85  # a side using this share of the cores it can use has run out of CPU
 NOISY_CORES = 0.25  # other processes' CPU above this: the run was disturbed
 STEADY_SKIP, STEADY_TAIL = 2.0, 1.0  # CPU window: from start+2 s to exit-1 s (startup excluded)
@@ -236,11 +237,14 @@ def tree_rss_kb(pid: int) -> tuple[int, int]:
 
 def run_sampled(cmd: list[str], nginx_pid: int, timeout: float, period: float = SAMPLE_PERIOD,
                 on_sample: Callable[[int], None] | None = None,
-                env: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
-    """Run cmd to completion, sampling CPU of nginx, of cmd's tree and of the machine."""
+                env: dict[str, str] | None = None,
+                cgroup: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run cmd to completion, sampling CPU of nginx, of cmd's tree and of the machine; in
+    ``cgroup`` (from its first instruction) when given."""
+    enter = None if cgroup is None else lambda: join_cgroup(os.getpid(), cgroup)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, preexec_fn=enter)
         samples = []  # (t, nginx_cpu, tool_cpu, machine_busy)
         deadline = t0 + timeout
         while proc.poll() is None and time.monotonic() < deadline:
@@ -360,11 +364,11 @@ def tools(url: str, seconds: int, csv_prefix: Path) -> dict[str, dict[str, Any]]
 
 
 def measure(name: str, spec: dict[str, Any], nginx_pid: int, seconds: int,
-            csv_prefix: Path) -> dict[str, Any]:  # fmt: skip
+            csv_prefix: Path, cgroup: Path | None = None) -> dict[str, Any]:  # fmt: skip
     for old in csv_prefix.parent.glob(csv_prefix.name + "_*"):
         old.unlink()
     env = {**os.environ, "WIREKIT_BENCH_PATH": FILE_PATH}
-    r = run_sampled(spec["cmd"], nginx_pid, timeout=seconds + 90, env=env)
+    r = run_sampled(spec["cmd"], nginx_pid, timeout=seconds + 90, env=env, cgroup=cgroup)
     try:
         parsed = spec["parse"](r)
     except (RuntimeError, ValueError, KeyError) as exc:
@@ -518,6 +522,36 @@ def throughput(url: str, nginx_pid: int, args: argparse.Namespace, csv_prefix: P
     return {"rows": rows, "targets": verdicts, "runs": runs}
 
 
+def capped(url: str, nginx_pid: int, args: argparse.Namespace,
+           csv_prefix: Path) -> dict[str, Any]:  # fmt: skip
+    """`wirekit load` and wrk -t1 with the same CPU budget: each in a cgroup capped at
+    --cap-cores (ROUNDS rounds, interleaved). The generator, not nginx, is then what runs out
+    of CPU, so the ratio is that of requests per CPU-second of each tool, which the uncapped
+    table cannot show when nginx saturates first (its one worker on a 2-core machine)."""
+    specs = tools(url, args.seconds, csv_prefix)
+    names = ("wirekit load", "wrk -t1")
+    runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    print(f"\nequal CPU budget: each tool capped at {args.cap_cores:g} core (cgroup CFS quota)")
+    for r in range(args.rounds):
+        for name in names:
+            with contextlib.ExitStack() as stack:
+                group = cpu_cgroup(args.cap_cores, stack)
+                m = measure(name, specs[name], nginx_pid, args.seconds, csv_prefix, group)
+            runs[name].append(m)
+            print(f"round {r + 1}/{args.rounds} {name:32} {m['rps']:>10,.0f} req/s  "
+                  f"tool {m['tool_cores'] or 0:.2f} / nginx {m['nginx_cores'] or 0:.2f} "
+                  "cores", flush=True)  # fmt: skip
+    rps = {n: statistics.median(x["rps"] for x in runs[n]) for n in names}
+    ratio = rps["wirekit load"] / rps["wrk -t1"]
+    paired = [w["rps"] / k["rps"] for w, k in zip(runs[names[0]], runs[names[1]], strict=True)]
+    print(f"  median req/s: wirekit load {rps['wirekit load']:,.0f}, wrk -t1 "
+          f"{rps['wrk -t1']:,.0f}: {ratio:.3f}x (per round: "
+          f"{', '.join(f'{p:.3f}' for p in paired)})")  # fmt: skip
+    return {"cores": args.cap_cores, "rps": {n: round(v, 1) for n, v in rps.items()},
+            "ratio": round(ratio, 3), "ratio_per_round": [round(p, 3) for p in paired],
+            "runs": runs}  # fmt: skip
+
+
 def print_rss(rss: dict[str, Any]) -> None:
     ok = "PASS" if rss["max_rss_mb"] <= RSS_LIMIT_MB else "FAIL"
     short = rss["seconds"] < RSS_LONG_SECONDS
@@ -547,6 +581,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=ROUNDS, help="runs per tool (median)")
     ap.add_argument("--seconds", type=int, default=SECONDS, help="duration of each run")
     ap.add_argument("--rss-seconds", type=int, default=None, help="override the RSS run length")
+    ap.add_argument("--cap-cores", type=float, default=CAP_CORES,
+                    help="CPU budget of each tool in the equal-budget comparison (0: skip it; "
+                         "needs root and the cgroup cpu controller)")  # fmt: skip
     which_part = ap.add_mutually_exclusive_group()
     which_part.add_argument("--skip-rss", action="store_true", help="throughput table only")
     which_part.add_argument(
@@ -558,6 +595,8 @@ def main() -> None:
     rss_seconds = args.rss_seconds or (RSS_LONG_SECONDS if args.long else RSS_SECONDS)
     if not (1 <= args.rounds <= 20 and 1 <= args.seconds <= 600 and 10 <= rss_seconds <= 3600):
         raise SystemExit("--rounds must be 1-20, --seconds 1-600 and --rss-seconds 10-3600")
+    if not 0 <= args.cap_cores <= 1:
+        raise SystemExit("--cap-cores must be 0 (skip) to 1")
     ensure_tools()
     cpus = os.cpu_count() or 1
     result: dict[str, Any] = {"benchmark": "load", "machine": machine(), "versions": versions(),
@@ -572,6 +611,8 @@ def main() -> None:
         table = None
         if not args.rss_only:
             table = throughput(url, ng.pid, args, Path(ltmp) / "locust", cpus)
+            if args.cap_cores > 0:
+                table["capped"] = capped(url, ng.pid, args, Path(ltmp) / "locust")
         rss = None if args.skip_rss else rss_run(url, ng.pid, rss_seconds)
     if rss is not None:
         print_rss(rss)
