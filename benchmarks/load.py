@@ -547,19 +547,18 @@ def capped(url: str, nginx_pid: int, args: argparse.Namespace,
             print(f"round {r + 1}/{args.rounds} {name:32} {m['rps']:>10,.0f} req/s  "
                   f"tool {m['tool_cores'] or 0:.2f} / nginx {m['nginx_cores'] or 0:.2f} "
                   "cores", flush=True)  # fmt: skip
+    wk, wrk = names
     rps = {n: statistics.median(x["rps"] for x in runs[n]) for n in names}
-    ratio = rps["wirekit load"] / rps["wrk -t1"]
-    paired = [w["rps"] / k["rps"] for w, k in zip(runs[names[0]], runs[names[1]], strict=True)]
+    ratio = rps[wk] / rps[wrk]
+    paired = [w["rps"] / k["rps"] for w, k in zip(runs[wk], runs[wrk], strict=True)]
     # Each round's two runs are next to each other, so the median of the per-round ratios is
     # less exposed to the host's drift than the ratio of the medians.
-    print(f"  median req/s: wirekit load {rps['wirekit load']:,.0f}, wrk -t1 "
-          f"{rps['wrk -t1']:,.0f}: {ratio:.3f}x; per round "
-          f"{', '.join(f'{p:.3f}' for p in paired)}: median "
-          f"{statistics.median(paired):.3f}x")  # fmt: skip
+    pair_median = statistics.median(paired)
+    print(f"  median req/s: {wk} {rps[wk]:,.0f}, {wrk} {rps[wrk]:,.0f}: {ratio:.3f}x; per round "
+          f"{', '.join(f'{p:.3f}' for p in paired)}: median {pair_median:.3f}x")  # fmt: skip
     return {"cores": args.cap_cores, "rps": {n: round(v, 1) for n, v in rps.items()},
             "ratio": round(ratio, 3), "ratio_per_round": [round(p, 3) for p in paired],
-            "ratio_paired_median": round(statistics.median(paired), 3),
-            "runs": runs}  # fmt: skip
+            "ratio_paired_median": round(pair_median, 3), "runs": runs}  # fmt: skip
 
 
 def print_rss(rss: dict[str, Any]) -> None:
