@@ -1,8 +1,14 @@
 """Load-generator benchmark: max req/s of `wirekit load` against wrk, hey and locust, and RSS.
 
 One nginx (Debian's, started here from a generated config: 1 worker process so the generator
-gets the other core, access_log off, keep-alive without a request limit) serves a ~100-byte
-static file on an ephemeral 127.0.0.1 port. Against that same URL, with the same connection
+gets the other core, access_log off, keep-alive without a request limit, sendfile off) serves a
+~100-byte static file on an ephemeral 127.0.0.1 port. sendfile is off because with it nginx
+writes the headers and such a small body as two TCP segments (4 segments per request on
+loopback, counted with nstat, instead of 2), which halves what its one worker can serve: with
+sendfile on, nginx was what saturated first for every fast tool (about 80,000 req/s on the AMD
+host), and the table compared nginx's limit, not the tools'. On 2+ cores nginx is pinned to the
+first CPU and each one-thread tool (wirekit load, wrk -t1, locust) to the last, so the two sides
+do not trade cores from run to run; the variants with more threads, and hey, are not pinned. Against that same URL, with the same connection
 count and duration, in one run, each tool goes ROUNDS times (interleaved, so drift hits every
 tool alike): `wirekit load` (1 process and --workers 2), wrk (-t1 and -t2), hey and locust
 (FastHttpUser, one process, headless). The table shows median req/s and the ratio of each
@@ -57,6 +63,10 @@ RSS_RATE, RSS_SECONDS, RSS_LONG_SECONDS, RSS_LIMIT_MB = 20_000, 60, 600, 150
 FILE_PATH, FILE_BODY = "/small.txt", (b"wirekit load benchmark: a small static file. " * 3)[:100]
 SAMPLE_PERIOD = 0.25
 CAP_CORES = 0.5  # each tool's CPU in the equal-budget comparison
+# 2+ cores: nginx's processes on the first, each one-thread tool on the last (the tools that
+# use more threads, and hey, whose Go runtime uses every core, are not pinned)
+NGINX_CPU, TOOL_CPU = 0, (os.cpu_count() or 1) - 1
+PIN = TOOL_CPU > NGINX_CPU
 SATURATED = 0.85  # a side using this share of the cores it can use has run out of CPU
 NOISY_CORES = 0.25  # other processes' CPU above this: the run was disturbed
 STEADY_SKIP, STEADY_TAIL = 2.0, 1.0  # CPU window: from start+2 s to exit-1 s (startup excluded)
@@ -139,7 +149,7 @@ events {{ worker_connections 4096; }}
 http {{
     access_log off;
     default_type text/plain;
-    sendfile on;
+    sendfile off;
     tcp_nodelay on;
     keepalive_requests 100000000;
     keepalive_timeout 120s;
@@ -193,7 +203,11 @@ def nginx() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
                     with contextlib.suppress(OSError):
                         errors += (d / name).read_text()
                 raise SystemExit(f"nginx did not serve {url} (exit {proc.poll()}):\n{errors}")
-            print(f"nginx {proc.pid} serving {len(FILE_BODY)} bytes at {url} (1 worker)")
+            if PIN:
+                for pid in tree(proc.pid):
+                    os.sched_setaffinity(pid, {NGINX_CPU})
+            pinned = f", pinned to CPU {NGINX_CPU}" if PIN else ""
+            print(f"nginx {proc.pid} serving {len(FILE_BODY)} bytes at {url} (1 worker{pinned})")
             yield proc, url
         finally:
             if proc.poll() is None:
@@ -243,11 +257,17 @@ def tree_rss_kb(pid: int) -> tuple[int, int]:
 
 def run_sampled(cmd: list[str], nginx_pid: int, timeout: float, period: float = SAMPLE_PERIOD,
                 on_sample: Callable[[int], None] | None = None,
-                env: dict[str, str] | None = None,
-                cgroup: Path | None = None) -> dict[str, Any]:  # fmt: skip
+                env: dict[str, str] | None = None, cgroup: Path | None = None,
+                cpu: int | None = None) -> dict[str, Any]:  # fmt: skip
     """Run cmd to completion, sampling CPU of nginx, of cmd's tree and of the machine; in
-    ``cgroup`` (from its first instruction) when given."""
-    enter = None if cgroup is None else lambda: join_cgroup(os.getpid(), cgroup)
+    ``cgroup`` and on CPU ``cpu`` only (both from its first instruction) when given."""
+
+    def enter() -> None:
+        if cgroup is not None:
+            join_cgroup(os.getpid(), cgroup)
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, preexec_fn=enter)
@@ -374,7 +394,10 @@ def measure(name: str, spec: dict[str, Any], nginx_pid: int, seconds: int,
     for old in csv_prefix.parent.glob(csv_prefix.name + "_*"):
         old.unlink()
     env = {**os.environ, "WIREKIT_BENCH_PATH": FILE_PATH}
-    r = run_sampled(spec["cmd"], nginx_pid, timeout=seconds + 90, env=env, cgroup=cgroup)
+    pinned = TOOL_CPU if PIN and spec["threads"] == 1 else None
+    r = run_sampled(
+        spec["cmd"], nginx_pid, timeout=seconds + 90, env=env, cgroup=cgroup, cpu=pinned
+    )
     try:
         parsed = spec["parse"](r)
     except (RuntimeError, ValueError, KeyError) as exc:
