@@ -8,12 +8,13 @@ loopback, counted with nstat, instead of 2), which halves what its one worker ca
 sendfile on, nginx was what saturated first for every fast tool (about 80,000 req/s on the AMD
 host), and the table compared nginx's limit, not the tools'. On 2+ cores nginx is pinned to the
 first CPU and each one-thread tool (wirekit load, wrk -t1, locust) to the last, so the two sides
-do not trade cores from run to run; the variants with more threads, and hey, are not pinned. Against that same URL, with the same connection
-count and duration, in one run, each tool goes ROUNDS times (interleaved, so drift hits every
-tool alike): `wirekit load` (1 process and --workers 2), wrk (-t1 and -t2), hey and locust
-(FastHttpUser, one process, headless). The table shows median req/s and the ratio of each
-wirekit variant to each tool; the CPU of nginx and of the tool (cores, sampled from /proc
-during the steady part of each run) tells which side saturated.
+do not trade cores from run to run; the variants with more threads, and hey, are not pinned.
+Against that same URL, with the same connection count and duration, in one run, each tool goes
+ROUNDS times (interleaved, so drift hits every tool alike): `wirekit load` (1 process and
+--workers 2), wrk (-t1 and -t2), hey and locust (FastHttpUser, one process, headless). The
+table shows median req/s and the ratio of each wirekit variant to each tool; the CPU of nginx
+and of the tool (cores, sampled from /proc during the steady part of each run) tells which side
+saturated.
 
 When nginx saturates first (its one worker; on a 2-core machine it often does), that table
 shows nginx's limit, not the tools'. So `wirekit load` and wrk -t1 also go ROUNDS times each in
