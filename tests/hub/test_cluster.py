@@ -5,6 +5,7 @@ and HTTP like users reach them."""
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 import socket
 import subprocess
@@ -30,13 +31,19 @@ pytestmark = pytest.mark.anyio
 
 
 def free_port_pair() -> int:
-    """A free port whose next port is free too."""
+    """A free port whose next port is free too, both below the ephemeral range.
+
+    A port that bind(0) handed out and released is free only until the kernel picks it again:
+    for bind(0) or, as source port, for any connect() (a node's Redis clients make many). Below
+    ``ip_local_port_range`` the kernel picks nothing, so the pair stays free for the node."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     while True:
-        port = free_port()
-        with socket.socket() as sock:
+        port = random.randrange(10_000, low - 1)
+        with socket.socket() as first, socket.socket() as second:
             try:
-                sock.bind(("127.0.0.1", port + 1))
-            except (OSError, OverflowError):  # taken, or port was 65535
+                first.bind(("127.0.0.1", port))
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:  # another test holds one of them
                 continue
         return port
 
