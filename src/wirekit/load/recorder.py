@@ -145,12 +145,13 @@ class Second:
 
 
 class Recorder:
-    """Latencies are kept as raw nanoseconds while their second lasts, and go into the
-    histograms when another second starts or the histograms are read (:attr:`corrected`,
-    :attr:`uncorrected`, :attr:`seconds`): a response costs one list append on the hot path
-    (three when it was sent later than intended) instead of three histogram updates, and a
-    second's latencies are counted per distinct microsecond in C (:func:`microseconds`) before
-    any bucket is computed."""
+    """Latencies (raw nanoseconds) and status codes are kept in lists while their second
+    lasts, and go into the histograms and the status counts when another second starts or they
+    are read (:attr:`corrected`, :attr:`uncorrected`, :attr:`seconds`, :attr:`status`): a
+    response costs two list appends on the hot path (four when it was sent later than
+    intended) instead of three histogram updates and a dict update, and a second's latencies
+    are counted per distinct microsecond, and its status codes, in C (:func:`microseconds`,
+    ``Counter``) before any bucket is computed."""
 
     __slots__ = (
         "_completed",
@@ -159,9 +160,12 @@ class Recorder:
         "_current_end",
         "_current_start",
         "_pending",
+        "_pending_bytes",
         "_seconds",
         "_shifted_corrected",
         "_shifted_uncorrected",
+        "_status",
+        "_statuses",
         "_uncorrected",
         "bytes_in",
         "bytes_out",
@@ -170,7 +174,6 @@ class Recorder:
         "names",
         "sent",
         "start_ns",
-        "status",
     )
 
     def __init__(self, start_ns: int) -> None:
@@ -179,7 +182,7 @@ class Recorder:
         self._uncorrected = FastHistogram()
         self.lag = FastHistogram()  # scheduler lag: due time -> dispatch, with a free slot
         self._seconds: list[Second] = []
-        self.status: dict[int, int] = {}  # a dict: a Counter's += costs twice as much
+        self._status: dict[int, int] = {}
         self.errors: Counter[str] = Counter()
         self.names: Counter[str] = Counter()  # scenario responses per request name
         self._completed = 0  # besides those pending
@@ -191,6 +194,8 @@ class Recorder:
         self._current = Second()
         self._current_start = self._current_end = 0
         self._pending: list[int] = []
+        self._statuses: list[int | None] = []  # their status codes, counted in C by settle()
+        self._pending_bytes = 0  # their bytes: added to the second they arrived in by settle()
         # The responses sent later than intended (open model): their corrected latency, and
         # their uncorrected one. Each other response's uncorrected latency is its corrected
         # one (always, in a closed model), so it is recorded once.
@@ -213,11 +218,20 @@ class Recorder:
         return self._seconds
 
     @property
+    def status(self) -> dict[int, int]:
+        """HTTP status code -> responses."""
+        self.settle()
+        return self._status
+
+    @property
     def completed(self) -> int:
         return self._completed + len(self._pending)
 
     def settle(self) -> None:
-        """Put the latencies recorded so far into the histograms."""
+        """Put the latencies, status codes and bytes recorded so far into the histograms, the
+        status counts and the current second."""
+        self._current.bytes_in += self._pending_bytes
+        self._pending_bytes = 0
         pending = self._pending
         if pending:
             self._completed += len(pending)
@@ -235,6 +249,11 @@ class Recorder:
                 uncorrected = corrected
             self._uncorrected.add(uncorrected)
             self._pending = []
+            codes = self._status
+            for code, n in Counter(self._statuses).items():
+                if code is not None:
+                    codes[code] = codes.get(code, 0) + n
+            self._statuses = []
 
     def second(self, now_ns: int) -> Second:
         """The second of ``now_ns``, which becomes the one responses are recorded in."""
@@ -256,20 +275,16 @@ class Recorder:
     ) -> None:
         """One reply; ``status`` is the HTTP status (``None`` for tcp/udp). ``size``: bytes
         that arrived at ``done`` and were not given to :meth:`received` (one call for both)."""
-        sec = self._current
         if not self._current_start <= done < self._current_end:
-            sec = self.second(done)
+            self.second(done)
         latency = done - intended
         self._pending.append(latency)
+        self._statuses.append(status)
         if sent != intended:
             self._shifted_corrected.append(latency)
             self._shifted_uncorrected.append(done - sent)
-        if size:
-            self.bytes_in += size
-            sec.bytes_in += size
-        if status is not None:
-            codes = self.status
-            codes[status] = codes.get(status, 0) + 1
+        self.bytes_in += size
+        self._pending_bytes += size
 
     def restart(self, start_ns: int) -> None:
         """Start the timeline over at ``start_ns`` (after a warm-up such as connecting)."""
@@ -322,8 +337,9 @@ class Recorder:
             sec.errors += errors
             sec.bytes_in += size
             sec.latency.add_encoded(latency)
+        codes = self._status
         for code, n in wire["status"].items():
-            self.status[int(code)] = self.status.get(int(code), 0) + n
+            codes[int(code)] = codes.get(int(code), 0) + n
         self.errors.update(wire["errors"])
         self.names.update(wire["names"])
         self._completed += wire["completed"]
