@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from functools import cache
 from itertools import repeat
 from operator import floordiv
-from typing import Any
+from typing import Any, cast
 
 from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
 
@@ -182,7 +182,7 @@ class Recorder:
         self._uncorrected = FastHistogram()
         self.lag = FastHistogram()  # scheduler lag: due time -> dispatch, with a free slot
         self._seconds: list[Second] = []
-        self._status: dict[int, int] = {}
+        self._status: Counter[int] = Counter()
         self.errors: Counter[str] = Counter()
         self.names: Counter[str] = Counter()  # scenario responses per request name
         self._completed = 0  # besides those pending
@@ -218,7 +218,7 @@ class Recorder:
         return self._seconds
 
     @property
-    def status(self) -> dict[int, int]:
+    def status(self) -> Counter[int]:
         """HTTP status code -> responses."""
         self.settle()
         return self._status
@@ -249,10 +249,9 @@ class Recorder:
                 uncorrected = corrected
             self._uncorrected.add(uncorrected)
             self._pending = []
-            codes = self._status
-            for code, n in Counter(self._statuses).items():
-                if code is not None:
-                    codes[code] = codes.get(code, 0) + n
+            codes = Counter(self._statuses)
+            codes.pop(None, None)  # tcp/udp replies
+            self._status.update(cast("Counter[int]", codes))
             self._statuses = []
 
     def second(self, now_ns: int) -> Second:
@@ -337,9 +336,7 @@ class Recorder:
             sec.errors += errors
             sec.bytes_in += size
             sec.latency.add_encoded(latency)
-        codes = self._status
-        for code, n in wire["status"].items():
-            codes[int(code)] = codes.get(int(code), 0) + n
+        self._status.update({int(code): n for code, n in wire["status"].items()})
         self.errors.update(wire["errors"])
         self.names.update(wire["names"])
         self._completed += wire["completed"]
