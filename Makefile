@@ -14,7 +14,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
+# setup.py compiles the load generator's hot path with mypyc: edits to it must rebuild.
+HOT_PATH := src/wirekit/load/http.py src/wirekit/load/recorder.py
+
+$(STAMP): pyproject.toml setup.py $(HOT_PATH) | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
@@ -22,9 +25,9 @@ install: $(STAMP)
 
 # Debian packages the tests and benchmarks call, installed only when missing: openssl
 # (s_client, the TLS oracle), chromium (renders the load report under Playwright), nft (package
-# nftables: drops packets for the UDP loss test), gcc (builds the benchmarks' C load clients),
-# curl (the HTTP oracle of the TLS and `wirekit http` tests), redis-server (the multi-node
-# engine's tests start their own).
+# nftables: drops packets for the UDP loss test), gcc (builds the benchmarks' C load clients and
+# the load generator's mypyc-compiled hot path, setup.py), curl (the HTTP oracle of the TLS and
+# `wirekit http` tests), redis-server (the multi-node engine's tests start their own).
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -14,12 +14,12 @@ from rich.table import Table
 from ..errors import UsageError
 from ..io.tls import client_context
 from ..load.engine import LoadConfig
-from ..load.http import HttpRequest, HttpTarget, parse_target
 from ..load.raw import RawTarget, parse_raw_target
 from ..load.report import Threshold, exit_code, to_csv
 from ..load.runner import execute
 from ..load.scenario import load_scenario
 from ..load.schedule import parse_steps, plan
+from ..load.target import HttpRequest, HttpTarget, parse_target
 from .common import DURATION, emit_json, json_option
 
 

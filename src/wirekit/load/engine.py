@@ -18,16 +18,17 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, cast
 
 from ..io.hrtimer import HighResTimer
 from ..io.server import make_framer
 from ..limits import DEFAULTS
-from .http import HttpConnection, HttpTarget, ScenarioConnection
+from .http import HttpConnection, ScenarioConnection
 from .raw import DatagramConnection, RawTarget, StreamConnection
 from .recorder import Recorder, clamp_us
 from .scenario import Scenario, VirtualUser
 from .schedule import NS, Schedule, Step
+from .target import HttpTarget
 from .ws import WsConnection
 
 Conn = HttpConnection | StreamConnection | DatagramConnection | WsConnection
@@ -202,17 +203,21 @@ class Engine:
         assert self._loop is not None
         if target.scheme == "udp":
             _, udp = await self._loop.create_datagram_endpoint(
-                self._new_connection, remote_addr=(self._address, target.port)
+                self._protocol, remote_addr=(self._address, target.port)
             )
-            return udp
+            return cast(Conn, udp)
         _, conn = await self._loop.create_connection(
-            self._new_connection,
+            self._protocol,
             self._address,
             target.port,
             ssl=cfg.ssl,
             server_hostname=target.host if cfg.ssl is not None else None,
         )
-        return conn
+        return cast(Conn, conn)
+
+    def _protocol(self) -> asyncio.BaseProtocol:
+        # HttpConnection is an asyncio Protocol by its methods only (see load/http.py)
+        return cast(asyncio.BaseProtocol, self._new_connection())
 
     def _new_connection(self) -> Conn:
         target = self.config.target

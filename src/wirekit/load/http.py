@@ -1,8 +1,14 @@
-"""HTTP/1.1 for the load generator: requests encoded once, responses parsed by httptools.
+"""HTTP/1.1 connections of the load generator: requests (encoded once, :mod:`.target`) written
+as they are, responses parsed by httptools.
 
 :class:`HttpConnection` is an asyncio Protocol. It keeps a FIFO of in-flight requests (more than
 one with pipelining) as ``(intended_ns, sent_ns)`` pairs; each parsed response completes the
 oldest. No Task or Future per request: the engine is called back directly.
+
+This module and :mod:`.recorder` are the per-response path, compiled with mypyc when wirekit
+is installed (``setup.py``; pure Python where no C compiler is found). So that mypyc makes
+:class:`HttpConnection` a native class it is an asyncio Protocol by its methods, not by
+inheritance (native classes cannot subclass ``asyncio.Protocol``); event loops only call them.
 """
 
 from __future__ import annotations
@@ -10,73 +16,17 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from dataclasses import dataclass, field
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, cast
-from urllib.parse import urlsplit
 
 import httptools
-
-from ..errors import UsageError
 
 if TYPE_CHECKING:
     from .engine import Engine
     from .scenario import RequestSpec, VirtualUser
 
-USER_AGENT = "wirekit-load"
 
-
-@dataclass(frozen=True)
-class HttpRequest:
-    method: str = "GET"
-    path: str = "/"
-    headers: tuple[tuple[str, str], ...] = ()
-    body: bytes = b""
-
-    def encode(self, host_header: str) -> bytes:
-        """The request's bytes, built once and written as is for every send."""
-        names = {name.lower() for name, _ in self.headers}
-        lines = [f"{self.method} {self.path} HTTP/1.1"]
-        if "host" not in names:
-            lines.append(f"Host: {host_header}")
-        if "user-agent" not in names:
-            lines.append(f"User-Agent: {USER_AGENT}")
-        if self.body and "content-length" not in names:
-            lines.append(f"Content-Length: {len(self.body)}")
-        lines += [f"{name}: {value}" for name, value in self.headers]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + self.body
-
-
-@dataclass(frozen=True)
-class HttpTarget:
-    scheme: str  # http | https
-    host: str
-    port: int
-    request: HttpRequest = field(default_factory=HttpRequest)
-
-    @property
-    def host_header(self) -> str:
-        default = 443 if self.scheme == "https" else 80
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == default else f"{host}:{self.port}"
-
-
-def parse_target(url: str, request: HttpRequest) -> HttpTarget:
-    """``http(s)://HOST[:PORT]/PATH?QUERY`` with ``request`` (whose path is replaced)."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        raise UsageError(f"bad port in URL {url!r}: expected 1-65535") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"bad URL {url!r}: expected http://HOST[:PORT]/PATH or https://...")
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    req = HttpRequest(request.method, path, request.headers, request.body)
-    port = port or (443 if parts.scheme == "https" else 80)
-    return HttpTarget(parts.scheme, parts.hostname, port, req)
-
-
-class HttpConnection(asyncio.Protocol):
+class HttpConnection:
     __slots__ = (
         "_engine",
         "_fd",
@@ -104,7 +54,7 @@ class HttpConnection(asyncio.Protocol):
         self._unrecorded = 0  # of those bytes, how many the recorder has not been given
         self.transport: asyncio.Transport | None = None
 
-    # -- asyncio.Protocol ---------------------------------------------------------------------
+    # -- asyncio.Protocol's methods -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         # Plain TCP: requests go out with os.write on the socket while the transport's buffer is
