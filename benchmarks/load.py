@@ -34,8 +34,9 @@ Then the memory target: `wirekit load --rate 20000` (open model) for RSS_SECONDS
 Missing tools are installed first (apt-get: nginx, wrk, hey; pip into this venv: locust, whose
 user is benchmarks/load_locustfile.py). `wirekit load` exiting 3 (INVALID: the generator's CPU
 saturated) is expected at maximum throughput and counts as a measurement, not a failure.
-Issue targets: >= 1.0x wrk, >= 2x hey, >= 5x locust; RSS <= 150 MB over 10 minutes at
-20,000 req/s. Results go to benchmarks/results/load.json. Run with the project venv's python:
+Issue targets: >= 1.0x wrk, >= 2x hey, >= 5x locust (each round: the faster wirekit variant over
+the tool's faster variant; the verdict takes the median of the rounds), RSS <= 150 MB over 10
+minutes at 20,000 req/s. Results go to benchmarks/results/load.json. Run with the project venv's python:
 `.venv/bin/python benchmarks/load.py [--long]`.
 """
 

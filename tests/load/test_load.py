@@ -16,7 +16,6 @@ import pytest
 
 from tests.conftest import free_port, wait_for_port, wirekit_cmd
 from wirekit.load.engine import Engine, LoadConfig
-from wirekit.load.http import HttpConnection
 from wirekit.load.recorder import FastHistogram, Recorder, clamp_us, summary
 from wirekit.load.target import HttpRequest, parse_target
 
