@@ -36,8 +36,8 @@ user is benchmarks/load_locustfile.py). `wirekit load` exiting 3 (INVALID: the g
 saturated) is expected at maximum throughput and counts as a measurement, not a failure.
 Issue targets: >= 1.0x wrk, >= 2x hey, >= 5x locust (each round: the faster wirekit variant over
 the tool's faster variant; the verdict takes the median of the rounds), RSS <= 150 MB over 10
-minutes at 20,000 req/s. Results go to benchmarks/results/load.json. Run with the project venv's python:
-`.venv/bin/python benchmarks/load.py [--long]`.
+minutes at 20,000 req/s. Results go to benchmarks/results/load.json. Run with the project
+venv's python: `.venv/bin/python benchmarks/load.py [--long]`.
 """
 
 from __future__ import annotations
