@@ -14,8 +14,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# setup.py compiles the load generator's hot path with mypyc: edits to it must rebuild.
-HOT_PATH := src/wirekit/load/http.py src/wirekit/load/recorder.py
+# setup.py compiles the load generator's hot path with mypyc (its HOT_PATH list, read here):
+# edits to those files must rebuild.
+HOT_PATH := $(shell sed -n 's/^HOT_PATH = \[\(.*\)\]/\1/p' setup.py | tr -d '",')
 
 $(STAMP): pyproject.toml setup.py $(HOT_PATH) | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'

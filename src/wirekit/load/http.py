@@ -36,7 +36,6 @@ class HttpConnection:
         "_keep_alive",
         "_now",
         "_os_write",
-        "_parser",
         "_pop_oldest",
         "_push",
         "_recorder",
@@ -53,7 +52,7 @@ class HttpConnection:
         self._engine = engine
         self._recorder = engine.recorder
         self._request = request
-        parser = self._parser = httptools.HttpResponseParser(self)
+        parser = httptools.HttpResponseParser(self)  # kept alive by its bound methods below
         self.inflight: deque[tuple[int, int]] = deque()
         # The functions the per-response path calls, looked up once: compiled by mypyc, a call
         # through an attribute costs no dict lookup (a method or module attribute costs two).
