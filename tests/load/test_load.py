@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -12,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httptools
 import pytest
 
 from tests.conftest import free_port, wait_for_port, wirekit_cmd
@@ -104,6 +107,61 @@ async def test_requests_larger_than_the_socket_buffer_go_out_whole(
     # it paused the fast path each time until it had written them all
     assert partial and buffered and not any(buffered)
     assert server.count == 12 and server.body_bytes == 12 * len(body)
+
+
+@pytest.mark.anyio
+async def test_a_repeated_response_is_replayed_not_parsed_and_counted_exactly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bytes equal to the last ones that were exactly one whole keep-alive response complete a
+    response without the parser; anything else is parsed. A different response of the same
+    length, one split over two reads and one that closes the connection are parsed, and every
+    status is counted as sent."""
+    head = "HTTP/1.1 {} {}\r\nContent-Length: 5\r\n{}\r\nhello"
+    ok, busy = head.format(200, "OK", "").encode(), head.format(503, "No", "").encode()
+    closing = head.format(200, "OK", "Connection: close\r\n").encode()
+    assert len(ok) == len(busy)
+    script = [ok] * 4 + [busy] * 3 + [ok] * 2 + [b"split"] + [ok] * 2 + [closing] + [ok] * 2
+    replies = iter(script)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.closing(writer), contextlib.suppress(asyncio.IncompleteReadError):
+            while await reader.readuntil(b"\r\n\r\n"):  # until the client closes
+                reply = next(replies)
+                if reply == b"split":
+                    writer.write(ok[:9])
+                    await writer.drain()
+                    await asyncio.sleep(0.05)  # the two halves arrive in two reads
+                    reply = ok[9:]
+                writer.write(reply)
+                if reply == closing:
+                    await writer.drain()
+                    return
+
+    feeds: list[bytes] = []
+    parser_class = httptools.HttpResponseParser
+
+    class CountingParser:
+        def __init__(self, protocol: Any) -> None:
+            self._parser = parser_class(protocol)
+            self.get_status_code = self._parser.get_status_code
+            self.should_keep_alive = self._parser.should_keep_alive
+
+        def feed_data(self, data: bytes) -> None:
+            feeds.append(data)
+            self._parser.feed_data(data)
+
+    monkeypatch.setattr(httptools, "HttpResponseParser", CountingParser)
+    srv = await asyncio.start_server(answer, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}/"
+    async with srv:
+        target = parse_target(url, HttpRequest("GET"))
+        engine = Engine(LoadConfig(target, connections=1, count=len(script), duration=None))
+        rec = await engine.run()
+    assert (rec.completed, rec.errors, rec.status) == (len(script), {}, {200: 12, 503: 3})
+    # parsed: the first ok and busy, ok after busy, both halves of the split one, the closing
+    # one, the first ok on the new connection; the other 8 were replays
+    assert feeds == [ok, busy, ok, ok[:9], ok[9:], closing, ok]
 
 
 def test_workers_counts_are_exact(server: CountingServer) -> None:
