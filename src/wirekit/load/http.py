@@ -112,10 +112,7 @@ class HttpConnection:
         if data == self._replay and not self.partial and self.inflight:  # (see the docstring)
             intended, sent = self._pop_oldest()
             self._recorder.response(intended, sent, now, self._replay_status, len(data))
-            if self._engine.refill:
-                self._write(0, self._request)
-            else:
-                self._engine.completed(self, True)
+            self._next(True)
             return
         self._unrecorded = len(data)  # the first response completed in it takes them
         self._sole_status = 0
@@ -149,11 +146,15 @@ class HttpConnection:
         self._sole_status = status if keep_alive and not self._sole_status else -1
         self._recorder.response(intended, sent, self._now, status, self._unrecorded)
         self._unrecorded = 0
-        engine = self._engine
-        if engine.refill and keep_alive:
-            self._write(0, self._request)  # as engine.completed() would, without the calls
+        self._next(keep_alive)
+
+    def _next(self, keep_alive: bool) -> None:
+        """After a response: the next request at once, as engine.completed() would do in the
+        closed model (without the calls), or whatever the engine decides."""
+        if keep_alive and self._engine.refill:
+            self._write(0, self._request)
         else:
-            engine.completed(self, keep_alive)
+            self._engine.completed(self, keep_alive)
 
     # -- what the engine uses -----------------------------------------------------------------
     def send(self, intended: int) -> bool:
